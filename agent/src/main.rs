@@ -1,0 +1,168 @@
+//! `hpk8s`: turns bare GPU instances into a Kubernetes cluster.
+//!
+//! This binary is thin on purpose: it parses the command line, sets up
+//! logging, loads the config, wires the real host seams and calls into the
+//! `lifecycle` library. Exit codes come from the library's errors
+//! (`docs/exit-codes.md`).
+
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lifecycle::config::{self, Config};
+use lifecycle::host::{Host, SystemInterfaces, SystemRunner};
+use lifecycle::{identity, prepare};
+
+/// Node-bootstrap agent for GPU Kubernetes clusters.
+#[derive(Debug, Parser)]
+#[command(name = "hpk8s", version, about)]
+struct Cli {
+    /// Host root to operate on. Anything other than `/` is for tests and for
+    /// inspecting an image: commands then run inside it through chroot.
+    #[arg(long, global = true, default_value = "/", env = "HPK8S_ROOT")]
+    root: PathBuf,
+    /// Config file (default: /etc/hpk8s/config.toml under --root; absent means defaults).
+    #[arg(long, global = true, env = "HPK8S_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format on stderr (journald is used instead when its socket exists).
+    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Text)]
+    log_format: logging::Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Phase {
+    /// Host preparation: packages, networking, instance store, containerd.
+    Prepare,
+    /// Every phase.
+    All,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prepare this node (and, in later phases, form or join the cluster).
+    Bootstrap {
+        /// Which phase to run.
+        #[arg(long, value_enum, default_value_t = Phase::All)]
+        phase: Phase,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Plan output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show who this node is and what cluster it belongs to.
+    Identity {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration, secrets redacted.
+    Show,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e
+                .downcast_ref::<lifecycle::Error>()
+                .map_or(1, lifecycle::Error::exit_code);
+            tracing::error!(exit_code = code, "{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, lifecycle::Error> {
+    Ok(match &cli.config {
+        Some(path) => Config::load(path, true)?,
+        None => {
+            let host_path = cli.root.join(config::DEFAULT_PATH.trim_start_matches('/'));
+            Config::load(&host_path, false)?
+        }
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(&cli)?;
+    let host = Host::new(
+        &cli.root,
+        Arc::new(SystemRunner::new(&cli.root)),
+        Arc::new(SystemInterfaces),
+    );
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => {
+            print!("{}", config.show());
+        }
+        Command::Identity { output } => {
+            let id = identity::resolve(&host, &config).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&id)?),
+                Output::Text => print!("{}", identity::render_text(&id)),
+            }
+        }
+        Command::Bootstrap {
+            phase: _,
+            dry_run,
+            output,
+        } => {
+            let id = identity::resolve(&host, &config).await?;
+            let cx = prepare::Context {
+                host: &host,
+                config: &config,
+                identity: &id,
+            };
+            let plan = if dry_run {
+                prepare::plan(&cx).await?
+            } else {
+                prepare::apply(&cx).await?
+            };
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+                Output::Text if dry_run => print!("{plan}"),
+                Output::Text => println!(
+                    "phase {}: applied {} change(s)",
+                    plan.phase,
+                    plan.change_count()
+                ),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,602 @@
+//! `/etc/hpk8s/config.toml`: every key, its default and why it exists.
+//!
+//! Unknown keys are rejected with the file, line and key named, because a
+//! misspelled key silently ignored is a node configured wrongly at 3 a.m.
+//! `hpk8s config show` prints the effective configuration with secrets
+//! (credentials in URLs) redacted.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default config file location (a host path, read under `--root`).
+pub const DEFAULT_PATH: &str = "/etc/hpk8s/config.toml";
+
+/// Errors loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// An explicitly named config file does not exist or cannot be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML.
+    #[error("config {path} line {line}: {message}")]
+    Syntax {
+        /// File path.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// Parser message.
+        message: String,
+    },
+    /// A key hpk8s does not know (usually a typo).
+    #[error(
+        "config {path} line {line}: unknown key `{key}`{section} ({hint}); see `hpk8s config show` for every key"
+    )]
+    UnknownKey {
+        /// File path.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The key.
+        key: String,
+        /// ` in [section]` or empty.
+        section: String,
+        /// The keys allowed there.
+        hint: String,
+    },
+    /// A key has a value of the wrong type or outside its range.
+    #[error("config {path} line {line}: invalid value for `{key}`: {message}")]
+    Invalid {
+        /// File path.
+        path: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// Dotted key.
+        key: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// Process exit code for this error (see `docs/exit-codes.md`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ConfigError::Read { .. } => 10,
+            ConfigError::Syntax { .. } => 11,
+            ConfigError::UnknownKey { .. } => 12,
+            ConfigError::Invalid { .. } => 13,
+        }
+    }
+}
+
+/// The whole configuration. Every field has a default, so an empty file
+/// (or none) is valid.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Who this node is and what cluster it belongs to.
+    pub identity: IdentityConfig,
+    /// Overrides for this node.
+    pub node: NodeConfig,
+    /// Kubernetes version and images.
+    pub kubernetes: KubernetesConfig,
+    /// How kubelet/kubeadm/kubectl are installed.
+    pub packages: PackagesConfig,
+    /// Kernel modules, sysctls and swap.
+    pub networking: NetworkingConfig,
+    /// Local NVMe instance store.
+    pub instance_store: InstanceStoreConfig,
+    /// containerd.
+    pub containerd: ContainerdConfig,
+}
+
+/// Where the cluster topology comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentitySource {
+    /// Static node list if configured, else HyperPod's `resource_config.json`
+    /// if present, else a single-node local cluster.
+    #[default]
+    Auto,
+    /// SageMaker HyperPod files only (error when absent).
+    Hyperpod,
+    /// The `[[identity.nodes]]` list only.
+    Static,
+    /// A single-node cluster made of this machine.
+    Local,
+}
+
+/// `[identity]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Topology source. Default `auto`.
+    pub source: IdentitySource,
+    /// HyperPod `resource_config.json`. Default `/opt/ml/config/resource_config.json`;
+    /// the environment variable `SAGEMAKER_RESOURCE_CONFIG_PATH` wins over this.
+    pub resource_config: PathBuf,
+    /// HyperPod `provisioning_parameters.json` (used when present; relative
+    /// paths are taken from the current directory, as HyperPod runs lifecycle
+    /// scripts from their own folder). Default `provisioning_parameters.json`.
+    pub provisioning_parameters: PathBuf,
+    /// Instance groups whose nodes are controllers. Default: the
+    /// `controller_group` of `provisioning_parameters.json`.
+    pub controller_groups: Vec<String>,
+    /// Instance groups whose nodes are login nodes. Default: its `login_group`.
+    pub login_groups: Vec<String>,
+    /// Whether login nodes join the cluster as workers. Default `false`.
+    pub login_nodes_join: bool,
+    /// IMDS base URL. Default: unset, meaning `http://169.254.169.254` and
+    /// only when the machine identifies itself as EC2 (DMI/hypervisor UUID).
+    pub imds_endpoint: Option<String>,
+    /// Per-request IMDS time-out in milliseconds. Default 1000.
+    pub imds_timeout_ms: u64,
+    /// Cluster name for `static` and `local` topologies. Default: `local`.
+    pub cluster_name: Option<String>,
+    /// Static topology (self-managed EC2, Vagrant): one entry per node.
+    pub nodes: Vec<StaticNode>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            source: IdentitySource::Auto,
+            resource_config: PathBuf::from("/opt/ml/config/resource_config.json"),
+            provisioning_parameters: PathBuf::from("provisioning_parameters.json"),
+            controller_groups: Vec::new(),
+            login_groups: Vec::new(),
+            login_nodes_join: false,
+            imds_endpoint: None,
+            imds_timeout_ms: 1000,
+            cluster_name: None,
+            nodes: Vec::new(),
+        }
+    }
+}
+
+/// `[[identity.nodes]]`: one node of a static topology.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticNode {
+    /// Node name (host name).
+    pub name: String,
+    /// The node's address on the cluster network.
+    pub address: IpAddr,
+    /// `controller`, `worker` or `login`.
+    pub role: String,
+    /// Group name (used for labels). Default: the role.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Instance type, if known (e.g. `p4d.24xlarge`).
+    #[serde(default)]
+    pub instance_type: Option<String>,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Kubernetes node name. Default: the host name.
+    pub name: Option<String>,
+    /// This node's address, when automatic matching of interface addresses
+    /// against the inventory is ambiguous (several inventory addresses here).
+    pub address: Option<IpAddr>,
+}
+
+/// `[kubernetes]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Kubernetes version `MAJOR.MINOR.PATCH` (a leading `v` is accepted).
+    /// Default `1.34.1`.
+    pub version: String,
+    /// Registry for Kubernetes images (sandbox/pause). Default `registry.k8s.io`.
+    pub image_repository: String,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            version: "1.34.1".into(),
+            image_repository: "registry.k8s.io".into(),
+        }
+    }
+}
+
+impl KubernetesConfig {
+    /// `(major, minor, patch)` of the configured version.
+    pub fn semver(&self) -> Option<(u32, u32, u32)> {
+        parse_version(&self.version)
+    }
+}
+
+/// Parses `1.31.4` or `v1.31.4`.
+pub fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
+    let v = v.strip_prefix('v').unwrap_or(v);
+    let mut it = v.split('.');
+    let parse = |s: Option<&str>| {
+        s.filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))?
+            .parse()
+            .ok()
+    };
+    let out = (parse(it.next())?, parse(it.next())?, parse(it.next())?);
+    it.next().is_none().then_some(out)
+}
+
+/// How Kubernetes packages are installed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageSource {
+    /// The upstream apt repository for the configured minor (Debian/Ubuntu).
+    #[default]
+    Apt,
+    /// Binaries from `mirror_url`, laid out like `dl.k8s.io`, with `.sha256` files.
+    Mirror,
+    /// Leave packages alone (pre-baked images).
+    None,
+}
+
+/// `[packages]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PackagesConfig {
+    /// `apt`, `mirror` or `none`. Default `apt`.
+    pub source: PackageSource,
+    /// apt repository; `{minor}` is replaced by e.g. `1.34`.
+    /// Default `https://pkgs.k8s.io/core:/stable:/v{minor}/deb/`.
+    pub apt_repository: String,
+    /// Mirror base URL (`https://…`, `http://…` or `file://…`) serving
+    /// `v{version}/bin/linux/{arch}/{binary}` and `{binary}.sha256`.
+    pub mirror_url: Option<String>,
+    /// Directory binaries from the mirror are installed into. Default `/usr/bin`.
+    pub install_dir: PathBuf,
+}
+
+impl Default for PackagesConfig {
+    fn default() -> Self {
+        Self {
+            source: PackageSource::Apt,
+            apt_repository: "https://pkgs.k8s.io/core:/stable:/v{minor}/deb/".into(),
+            mirror_url: None,
+            install_dir: PathBuf::from("/usr/bin"),
+        }
+    }
+}
+
+/// `[networking]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkingConfig {
+    /// Kernel modules to load now and at boot. Default `["overlay", "br_netfilter"]`.
+    pub modules: Vec<String>,
+    /// Sysctls to set now and at boot. Default: bridge-nf-call-iptables,
+    /// bridge-nf-call-ip6tables and ip_forward = 1.
+    pub sysctls: BTreeMap<String, String>,
+    /// Turn swap off (and keep it off at boot). Default `true`.
+    pub disable_swap: bool,
+}
+
+impl Default for NetworkingConfig {
+    fn default() -> Self {
+        Self {
+            modules: vec!["overlay".into(), "br_netfilter".into()],
+            sysctls: [
+                ("net.bridge.bridge-nf-call-ip6tables", "1"),
+                ("net.bridge.bridge-nf-call-iptables", "1"),
+                ("net.ipv4.ip_forward", "1"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            disable_swap: true,
+        }
+    }
+}
+
+/// `[instance_store]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InstanceStoreConfig {
+    /// Use local NVMe at all. Default `true`.
+    pub enabled: bool,
+    /// Mount points that already hold the instance store (HyperPod DLAMI).
+    /// Used when they are real mount points. Default `["/opt/dlami/nvme"]`.
+    pub existing_mounts: Vec<PathBuf>,
+    /// Where hpk8s mounts the disks it assembles itself. Default `/mnt/k8s-disks`.
+    pub mount_point: PathBuf,
+    /// RAID0 array name, fixed so a reboot reassembles the same array. Default `hpk8s-nvme`.
+    pub raid_name: String,
+    /// Move `/var/lib/kubelet` onto the instance store (pod ephemeral storage). Default `true`.
+    pub move_kubelet: bool,
+    /// Move `/var/log/pods` too. Default `false`.
+    pub move_pod_logs: bool,
+}
+
+impl Default for InstanceStoreConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            existing_mounts: vec![PathBuf::from("/opt/dlami/nvme")],
+            mount_point: PathBuf::from("/mnt/k8s-disks"),
+            raid_name: "hpk8s-nvme".into(),
+            move_kubelet: true,
+            move_pod_logs: false,
+        }
+    }
+}
+
+/// `[containerd]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainerdConfig {
+    /// containerd's config file. Default `/etc/containerd/config.toml`.
+    pub config_path: PathBuf,
+    /// containerd's gRPC socket. Default `/run/containerd/containerd.sock`.
+    pub socket: PathBuf,
+    /// NVIDIA container runtime binary; the runtime is configured (and made
+    /// the default) only when it exists and NVIDIA PCI devices are present.
+    /// Default `/usr/bin/nvidia-container-runtime`.
+    pub nvidia_runtime: PathBuf,
+    /// Put containerd's data root on the instance store when there is one. Default `true`.
+    pub data_on_instance_store: bool,
+    /// How long to wait for containerd to answer after a restart, seconds. Default 60.
+    pub ready_timeout_secs: u64,
+}
+
+impl Default for ContainerdConfig {
+    fn default() -> Self {
+        Self {
+            config_path: PathBuf::from("/etc/containerd/config.toml"),
+            socket: PathBuf::from("/run/containerd/containerd.sock"),
+            nvidia_runtime: PathBuf::from("/usr/bin/nvidia-container-runtime"),
+            data_on_instance_store: true,
+            ready_timeout_secs: 60,
+        }
+    }
+}
+
+impl Config {
+    /// Parses config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let doc: toml_edit::Document<String> = toml_edit::Document::parse(text.to_string())
+            .map_err(|e| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line: e.span().map(|s| line_of(text, s.start)).unwrap_or(0),
+                message: first_line(e.message()),
+            })?;
+        let cfg: Config = toml_edit::de::from_document(doc.clone()).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            let msg = e.message().to_string();
+            match unknown_key(&msg) {
+                Some((key, hint)) => ConfigError::UnknownKey {
+                    path: path.to_path_buf(),
+                    line,
+                    section: section_at(text, line)
+                        .map(|s| format!(" in [{s}]"))
+                        .unwrap_or_default(),
+                    key,
+                    hint,
+                },
+                None => ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line,
+                    key: section_at(text, line).unwrap_or_default(),
+                    message: first_line(&msg),
+                },
+            }
+        })?;
+        cfg.validate(text, &doc, path)?;
+        Ok(cfg)
+    }
+
+    /// Loads the config: an explicit `path` must exist; the default path may
+    /// be absent (defaults apply).
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    fn validate(
+        &self,
+        text: &str,
+        doc: &toml_edit::Document<String>,
+        path: &Path,
+    ) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: key_line(text, doc, key),
+            key: key.to_string(),
+            message,
+        };
+        if self.kubernetes.semver().is_none() {
+            return Err(invalid(
+                "kubernetes.version",
+                format!(
+                    "`{}` is not MAJOR.MINOR.PATCH (e.g. \"1.34.1\")",
+                    self.kubernetes.version
+                ),
+            ));
+        }
+        if self.packages.source == PackageSource::Mirror {
+            match &self.packages.mirror_url {
+                None => {
+                    return Err(invalid(
+                        "packages.source",
+                        "`mirror` needs packages.mirror_url".into(),
+                    ));
+                }
+                Some(u)
+                    if !["http://", "https://", "file://"]
+                        .iter()
+                        .any(|p| u.starts_with(p)) =>
+                {
+                    return Err(invalid(
+                        "packages.mirror_url",
+                        "must start with http://, https:// or file://".into(),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        for (i, n) in self.identity.nodes.iter().enumerate() {
+            if !["controller", "worker", "login"].contains(&n.role.as_str()) {
+                return Err(invalid(
+                    "identity.nodes.role",
+                    format!(
+                        "node {} (`{}`): unknown role `{}`; use controller, worker or login",
+                        i + 1,
+                        n.name,
+                        n.role
+                    ),
+                ));
+            }
+        }
+        if self.containerd.ready_timeout_secs == 0 {
+            return Err(invalid(
+                "containerd.ready_timeout_secs",
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn show(&self) -> String {
+        let mut shown = self.clone();
+        if let Some(u) = &shown.packages.mirror_url {
+            shown.packages.mirror_url = Some(crate::plan::redact_url(u));
+        }
+        toml_edit::ser::to_string_pretty(&shown)
+            .unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// The `[section]` header in force at `line`.
+fn section_at(text: &str, line: usize) -> Option<String> {
+    text.lines()
+        .take(line)
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("[[")
+                .and_then(|r| r.strip_suffix("]]"))
+                .or_else(|| l.strip_prefix('[').and_then(|r| r.strip_suffix(']')))
+                .map(|s| s.trim().to_string())
+        })
+        .last()
+}
+
+/// Line of a dotted key (`kubernetes.version`), 0 when not in the file.
+fn key_line(text: &str, doc: &toml_edit::Document<String>, dotted: &str) -> usize {
+    let mut item: Option<&toml_edit::Item> = None;
+    for part in dotted.split('.') {
+        item = match item {
+            None => doc.get(part),
+            Some(i) => i.get(part).or_else(|| {
+                i.as_array_of_tables()
+                    .and_then(|a| a.iter().find_map(|t| t.get(part)))
+            }),
+        };
+        if item.is_none() {
+            return 0;
+        }
+    }
+    item.and_then(|i| i.span())
+        .map(|s| line_of(text, s.start))
+        .unwrap_or(0)
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" → (x, allowed keys).
+fn unknown_key(msg: &str) -> Option<(String, String)> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    let (key, rest) = rest.split_once('`')?;
+    let hint = rest
+        .trim_start_matches(',')
+        .trim()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    Some((key.to_string(), hint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Config, ConfigError> {
+        Config::parse(t, Path::new("/etc/hpk8s/config.toml"))
+    }
+
+    #[test]
+    fn empty_is_default() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_key_line_and_section() {
+        let e = parse("[kubernetes]\nversion = \"1.34.1\"\n\n[containerd]\nsocket = \"/x\"\nsystemd_cgroups = true\n").unwrap_err();
+        let s = e.to_string();
+        assert!(matches!(e, ConfigError::UnknownKey { line: 6, .. }), "{s}");
+        assert!(
+            s.contains("unknown key `systemd_cgroups` in [containerd]"),
+            "{s}"
+        );
+        assert!(s.contains("/etc/hpk8s/config.toml line 6"), "{s}");
+    }
+
+    #[test]
+    fn invalid_version_names_line() {
+        let e = parse("[kubernetes]\nversion = \"1.34\"\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid { line: 2, .. }), "{e}");
+        assert!(e.to_string().contains("kubernetes.version"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let e = parse("[kubernetes]\nversion = \n").unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { line: 2, .. }), "{e}");
+    }
+
+    #[test]
+    fn show_redacts_mirror_credentials() {
+        let c = parse("[packages]\nsource = \"mirror\"\nmirror_url = \"https://user:hunter2@mirror.internal/k8s\"\n").unwrap();
+        let shown = c.show();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>@mirror.internal"), "{shown}");
+        // The shown config parses back.
+        parse(&shown).unwrap();
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("v1.31.4"), Some((1, 31, 4)));
+        assert_eq!(parse_version("1.31"), None);
+        assert_eq!(parse_version("1.31.4.1"), None);
+        assert_eq!(parse_version("1.x.4"), None);
+    }
+}

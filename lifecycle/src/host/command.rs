@@ -1,0 +1,460 @@
+//! The one way hpk8s runs external commands.
+//!
+//! Everything goes through [`CommandRunner`] so that each command is logged,
+//! its stderr lands in the error when it fails, secrets on its command line
+//! are redacted, and tests can replace it with a [`ScriptedRunner`]. Only this
+//! module may spawn processes (enforced by `clippy.toml`).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+/// Errors from running a command.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The program could not be started at all (missing binary, permissions).
+    #[error("failed to start `{command}`: {source}")]
+    Spawn {
+        /// Command line, secrets redacted.
+        command: String,
+        /// Underlying OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The program ran and exited non-zero.
+    #[error("`{command}` exited with status {status}: {stderr}")]
+    Failed {
+        /// Command line, secrets redacted.
+        command: String,
+        /// Exit status (-1 when killed by a signal).
+        status: i32,
+        /// Last lines of stderr.
+        stderr: String,
+    },
+}
+
+/// One argument of a command line, possibly secret.
+#[derive(Clone, PartialEq, Eq)]
+enum Arg {
+    Plain(String),
+    Secret(String),
+}
+
+impl Arg {
+    fn value(&self) -> &str {
+        match self {
+            Arg::Plain(s) | Arg::Secret(s) => s,
+        }
+    }
+    fn shown(&self) -> &str {
+        match self {
+            Arg::Plain(s) => s,
+            Arg::Secret(_) => "<redacted>",
+        }
+    }
+}
+
+/// A command to run on the host: program, arguments, environment and stdin.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Cmd {
+    program: String,
+    args: Vec<Arg>,
+    env: Vec<(String, String)>,
+    stdin: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display())
+    }
+}
+
+impl Serialize for Cmd {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            std::iter::once(self.program.as_str()).chain(self.args.iter().map(Arg::shown)),
+        )
+    }
+}
+
+impl Cmd {
+    /// A command running `program` (an absolute path or a name looked up on PATH).
+    pub fn new(program: impl Into<String>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: None,
+        }
+    }
+
+    /// Adds an argument.
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(Arg::Plain(a.into()));
+        self
+    }
+
+    /// Adds several arguments.
+    pub fn args<I, S>(mut self, it: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args
+            .extend(it.into_iter().map(|a| Arg::Plain(a.into())));
+        self
+    }
+
+    /// Adds an argument that is never shown in logs, plans or errors.
+    pub fn secret_arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(Arg::Secret(a.into()));
+        self
+    }
+
+    /// Sets an environment variable for the command.
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Feeds `data` to the command's stdin.
+    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(data.into());
+        self
+    }
+
+    /// The program name.
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
+    /// The real argument values (secrets included): for runners only.
+    pub fn arg_values(&self) -> impl Iterator<Item = &str> {
+        self.args.iter().map(Arg::value)
+    }
+
+    /// The command line as shown to people: shell-quoted, secrets redacted.
+    pub fn display(&self) -> String {
+        std::iter::once(self.program.as_str())
+            .chain(self.args.iter().map(Arg::shown))
+            .map(quote)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Whether the shown command line starts with `words` (for scripted rules).
+    pub fn starts_with(&self, words: &[&str]) -> bool {
+        let mut all =
+            std::iter::once(self.program.as_str()).chain(self.args.iter().map(Arg::value));
+        words.iter().all(|w| all.next() == Some(*w))
+    }
+}
+
+fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// What a finished command produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CmdOutput {
+    /// Exit status; -1 when killed by a signal.
+    pub status: i32,
+    /// Captured stdout.
+    pub stdout: Vec<u8>,
+    /// Captured stderr.
+    pub stderr: Vec<u8>,
+}
+
+impl CmdOutput {
+    /// A successful run printing `stdout`.
+    pub fn ok(stdout: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status: 0,
+            stdout: stdout.into(),
+            stderr: Vec::new(),
+        }
+    }
+
+    /// A failed run with `status` and `stderr`.
+    pub fn failed(status: i32, stderr: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status,
+            stdout: Vec::new(),
+            stderr: stderr.into(),
+        }
+    }
+
+    /// Stdout as (lossy) UTF-8.
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// The last few lines of stderr, trimmed, for error messages.
+    pub fn stderr_tail(&self) -> String {
+        let text = String::from_utf8_lossy(&self.stderr);
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let start = lines.len().saturating_sub(5);
+        let tail = lines[start..].join(" | ");
+        if tail.is_empty() {
+            "(no stderr)".into()
+        } else {
+            tail
+        }
+    }
+}
+
+/// Runs commands on the host.
+pub trait CommandRunner: Send + Sync {
+    /// Runs `cmd` to completion, capturing stdout and stderr. A non-zero exit
+    /// is not an error here: see [`crate::host::Host::run`].
+    fn run(&self, cmd: &Cmd) -> Result<CmdOutput, CommandError>;
+}
+
+/// Runs commands for real. With a host root other than `/`, commands run
+/// inside it through `chroot`, so that `--root` never touches the machine
+/// we run on.
+#[derive(Debug, Clone)]
+pub struct SystemRunner {
+    chroot: Option<PathBuf>,
+}
+
+impl SystemRunner {
+    /// A runner for the host rooted at `root`.
+    pub fn new(root: &Path) -> Self {
+        let chroot = (root != Path::new("/")).then(|| root.to_path_buf());
+        Self { chroot }
+    }
+}
+
+impl CommandRunner for SystemRunner {
+    fn run(&self, cmd: &Cmd) -> Result<CmdOutput, CommandError> {
+        use std::io::Write;
+        use std::process::Stdio;
+
+        let shown = cmd.display();
+        tracing::debug!(command = %shown, "running");
+        #[allow(clippy::disallowed_methods)] // this is the one place allowed to spawn
+        let mut command = match &self.chroot {
+            Some(root) => {
+                let mut c = std::process::Command::new("chroot");
+                c.arg(root).arg(cmd.program());
+                c
+            }
+            None => std::process::Command::new(cmd.program()),
+        };
+        command
+            .args(cmd.arg_values())
+            .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+            .stdin(if cmd.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let spawn_err = |source| CommandError::Spawn {
+            command: shown.clone(),
+            source,
+        };
+        let mut child = command.spawn().map_err(spawn_err)?;
+        if let (Some(data), Some(mut stdin)) = (&cmd.stdin, child.stdin.take()) {
+            stdin.write_all(data).map_err(spawn_err)?;
+        }
+        let out = child.wait_with_output().map_err(spawn_err)?;
+        let status = out.status.code().unwrap_or(-1);
+        tracing::debug!(command = %shown, status, "finished");
+        Ok(CmdOutput {
+            status,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+}
+
+type Responder = dyn Fn(&Cmd) -> CmdOutput + Send + Sync;
+
+struct Rule {
+    prefix: Vec<String>,
+    respond: Arc<Responder>,
+}
+
+#[derive(Default)]
+struct ScriptState {
+    rules: Vec<Rule>,
+    once: VecDeque<(Vec<String>, CmdOutput)>,
+    calls: Vec<String>,
+    fail_at: Option<usize>,
+}
+
+/// A runner for tests: answers commands from rules (matched by the longest
+/// command-line prefix), records every call and can be told to fail the k-th
+/// call to prove crash safety. Unknown commands fail loudly.
+#[derive(Clone, Default)]
+pub struct ScriptedRunner {
+    state: Arc<Mutex<ScriptState>>,
+}
+
+impl fmt::Debug for ScriptedRunner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScriptedRunner").finish_non_exhaustive()
+    }
+}
+
+impl ScriptedRunner {
+    /// An empty script: every command fails as unknown.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ScriptState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Answers every command starting with `prefix` with `out`.
+    pub fn on(&self, prefix: &[&str], out: CmdOutput) -> &Self {
+        self.on_with(prefix, move |_| out.clone())
+    }
+
+    /// Answers every command starting with `prefix` by calling `f` (which
+    /// may change the fake root to mimic the command's effect).
+    pub fn on_with(
+        &self,
+        prefix: &[&str],
+        f: impl Fn(&Cmd) -> CmdOutput + Send + Sync + 'static,
+    ) -> &Self {
+        let prefix = prefix.iter().map(|s| s.to_string()).collect();
+        self.lock().rules.push(Rule {
+            prefix,
+            respond: Arc::new(f),
+        });
+        self
+    }
+
+    /// Answers the next command starting with `prefix` with `out`, once,
+    /// before any rule.
+    pub fn once(&self, prefix: &[&str], out: CmdOutput) -> &Self {
+        let prefix = prefix.iter().map(|s| s.to_string()).collect();
+        self.lock().once.push_back((prefix, out));
+        self
+    }
+
+    /// Makes the `k`-th call (0-based, counted from now on) fail with status 99.
+    pub fn fail_at(&self, k: usize) -> &Self {
+        let mut st = self.lock();
+        st.fail_at = Some(st.calls.len() + k);
+        self
+    }
+
+    /// Clears a pending `fail_at`.
+    pub fn clear_failure(&self) -> &Self {
+        self.lock().fail_at = None;
+        self
+    }
+
+    /// Every command line run so far, secrets redacted.
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+
+    /// Forgets recorded calls.
+    pub fn clear_calls(&self) {
+        self.lock().calls.clear();
+    }
+}
+
+impl CommandRunner for ScriptedRunner {
+    fn run(&self, cmd: &Cmd) -> Result<CmdOutput, CommandError> {
+        let shown = cmd.display();
+        let respond = {
+            let mut st = self.lock();
+            let n = st.calls.len();
+            st.calls.push(shown.clone());
+            if st.fail_at == Some(n) {
+                return Ok(CmdOutput::failed(
+                    99,
+                    format!("scripted failure of call {n}"),
+                ));
+            }
+            let matches = |p: &Vec<String>| {
+                cmd.starts_with(&p.iter().map(String::as_str).collect::<Vec<_>>())
+            };
+            if let Some(i) = st.once.iter().position(|(p, _)| matches(p)) {
+                let (_, out) = st.once.remove(i).unwrap_or_default();
+                return Ok(out);
+            }
+            st.rules
+                .iter()
+                .filter(|r| matches(&r.prefix))
+                .max_by_key(|r| r.prefix.len())
+                .map(|r| Arc::clone(&r.respond))
+        };
+        match respond {
+            Some(f) => Ok(f(cmd)),
+            None => Ok(CmdOutput::failed(
+                127,
+                format!("scripted runner: unexpected command `{shown}`"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_shown() {
+        let c = Cmd::new("kubeadm")
+            .arg("join")
+            .secret_arg("abcdef.0123456789abcdef");
+        assert_eq!(c.display(), "kubeadm join '<redacted>'");
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"["kubeadm","join","<redacted>"]"#
+        );
+        assert!(!format!("{c:?}").contains("0123456789"));
+        assert_eq!(c.arg_values().nth(1), Some("abcdef.0123456789abcdef"));
+    }
+
+    #[test]
+    fn scripted_longest_prefix_and_failure() {
+        let r = ScriptedRunner::new();
+        r.on(&["systemctl"], CmdOutput::ok("a"));
+        r.on(&["systemctl", "is-active"], CmdOutput::ok("b"));
+        assert_eq!(
+            r.run(&Cmd::new("systemctl").arg("is-active").arg("x"))
+                .unwrap()
+                .stdout,
+            b"b"
+        );
+        assert_eq!(
+            r.run(&Cmd::new("systemctl").arg("restart")).unwrap().stdout,
+            b"a"
+        );
+        assert_eq!(r.run(&Cmd::new("nope")).unwrap().status, 127);
+        r.fail_at(0);
+        assert_eq!(r.run(&Cmd::new("systemctl")).unwrap().status, 99);
+        assert_eq!(r.calls().len(), 4);
+    }
+
+    #[test]
+    fn system_runner_captures_stderr() {
+        let r = SystemRunner::new(Path::new("/"));
+        let out = r
+            .run(&Cmd::new("sh").args(["-c", "echo out; echo oops >&2; exit 3"]))
+            .unwrap();
+        assert_eq!(out.status, 3);
+        assert_eq!(out.stdout_str(), "out\n");
+        assert_eq!(out.stderr_tail(), "oops");
+    }
+}

@@ -1,0 +1,102 @@
+//! The host's mount table, read from `/proc/self/mountinfo` under the host
+//! root: a directory that merely exists is not a mounted volume.
+
+use std::path::{Path, PathBuf};
+
+use super::{FsError, Host};
+
+/// Where the kernel lists this process's mounts.
+pub const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// One line of `mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Mount point (escapes decoded).
+    pub mount_point: PathBuf,
+    /// File-system type (`xfs`, `ext4`, `tmpfs`, …).
+    pub fs_type: String,
+    /// Mount source (`/dev/md127`, `/dev/nvme1n1`, …).
+    pub source: String,
+    /// Root of the mount within its file system (`/` unless a bind mount of a subdirectory).
+    pub root: PathBuf,
+}
+
+/// Parses `mountinfo` text; malformed lines are skipped.
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            Some(Mount {
+                root: PathBuf::from(unescape(pre.get(3)?)),
+                mount_point: PathBuf::from(unescape(pre.get(4)?)),
+                fs_type: (*post.first()?).to_string(),
+                source: unescape(post.get(1).unwrap_or(&"")),
+            })
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v as char);
+            i += 4;
+        } else {
+            out.push(b[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+impl Host {
+    /// The host's mounts; empty when `mountinfo` is absent (a bare image).
+    pub fn mounts(&self) -> Result<Vec<Mount>, FsError> {
+        Ok(self
+            .read_string_opt(MOUNTINFO)?
+            .map(|t| parse_mountinfo(&t))
+            .unwrap_or_default())
+    }
+
+    /// The mount whose mount point is exactly `host_path`, if any (the last
+    /// one wins, as the kernel shows stacked mounts in order).
+    pub fn mount_at(&self, host_path: impl AsRef<Path>) -> Result<Option<Mount>, FsError> {
+        let p = host_path.as_ref();
+        Ok(self
+            .mounts()?
+            .into_iter()
+            .rev()
+            .find(|m| m.mount_point == p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mountinfo_with_optional_fields_and_escapes() {
+        let text = "\
+22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw
+98 22 9:127 / /opt/dlami/nvme rw,relatime shared:45 master:2 - xfs /dev/md127 rw,attr2
+99 22 7:0 / /mnt/with\\040space rw - xfs /dev/loop0 rw
+garbage line
+";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[1].mount_point, Path::new("/opt/dlami/nvme"));
+        assert_eq!(m[1].fs_type, "xfs");
+        assert_eq!(m[1].source, "/dev/md127");
+        assert_eq!(m[2].mount_point, Path::new("/mnt/with space"));
+    }
+}

@@ -1,0 +1,597 @@
+//! Plan, then apply.
+//!
+//! Every step compares what is on the host with what should be there and
+//! returns the difference as a list of [`Change`]s: plain data that can be
+//! printed (`--dry-run`), serialised (`--output json`), compared against
+//! golden files, and applied by [`apply`]. A step whose host is already right
+//! returns no changes, which is what makes re-runs cheap and idempotent.
+
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::host::{Cmd, CommandError, FileMode, FsError, Host};
+
+/// One concrete change to the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Change {
+    /// Create or replace a file (atomically).
+    WriteFile {
+        /// Host path.
+        path: PathBuf,
+        /// Mode and owner.
+        mode: FileMode,
+        /// New contents (never serialised: they may be secret).
+        #[serde(skip)]
+        contents: Vec<u8>,
+        /// Unified diff from the current contents, or a note when secret.
+        diff: String,
+        /// Whether the file did not exist before.
+        created: bool,
+    },
+    /// Remove a file.
+    RemoveFile {
+        /// Host path.
+        path: PathBuf,
+    },
+    /// Create a directory (and parents).
+    CreateDir {
+        /// Host path.
+        path: PathBuf,
+    },
+    /// Set a kernel parameter now (persisting it is a separate `WriteFile`).
+    Sysctl {
+        /// Dotted key, e.g. `net.ipv4.ip_forward`.
+        key: String,
+        /// Current value, when readable.
+        current: Option<String>,
+        /// Wanted value.
+        wanted: String,
+    },
+    /// Run a command.
+    Run {
+        /// The command (secrets redacted when shown).
+        command: Cmd,
+        /// Why it is needed.
+        reason: String,
+    },
+    /// Start, stop, restart, enable or reload a systemd unit.
+    Service {
+        /// Unit name, e.g. `containerd.service`.
+        unit: String,
+        /// What to do.
+        operation: ServiceOperation,
+        /// Why.
+        reason: String,
+    },
+    /// Download a file, verify its SHA-256 and install it; nothing is
+    /// installed when the digest does not match.
+    Download {
+        /// Source URL (credentials redacted when shown).
+        url: String,
+        /// Expected SHA-256, hex.
+        sha256: String,
+        /// Host path to install to.
+        path: PathBuf,
+        /// Mode and owner.
+        mode: FileMode,
+    },
+    /// Wait until a probe command succeeds, up to a deadline.
+    WaitFor {
+        /// What we wait for, in words.
+        what: String,
+        /// Command that exits 0 once ready.
+        probe: Cmd,
+        /// Deadline in seconds.
+        timeout_secs: u64,
+    },
+}
+
+/// A systemd operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceOperation {
+    /// `systemctl daemon-reload` (unit is ignored).
+    DaemonReload,
+    /// `systemctl enable`.
+    Enable,
+    /// `systemctl enable --now`.
+    EnableNow,
+    /// `systemctl start`.
+    Start,
+    /// `systemctl stop`.
+    Stop,
+    /// `systemctl restart`.
+    Restart,
+}
+
+impl ServiceOperation {
+    fn command(self, unit: &str) -> Cmd {
+        let c = Cmd::new("systemctl");
+        match self {
+            Self::DaemonReload => c.arg("daemon-reload"),
+            Self::Enable => c.args(["enable", unit]),
+            Self::EnableNow => c.args(["enable", "--now", unit]),
+            Self::Start => c.args(["start", unit]),
+            Self::Stop => c.args(["stop", unit]),
+            Self::Restart => c.args(["restart", unit]),
+        }
+    }
+}
+
+impl Change {
+    /// The change that makes `path` hold `contents` with `mode`, or `None`
+    /// when it already does. `secret` files get no diff, only a size.
+    pub fn write_file(
+        host: &Host,
+        path: impl AsRef<Path>,
+        contents: impl Into<Vec<u8>>,
+        mode: FileMode,
+        secret: bool,
+    ) -> Result<Option<Change>, FsError> {
+        let path = path.as_ref();
+        let contents = contents.into();
+        let current = host.read_opt(path)?;
+        if current.as_deref() == Some(contents.as_slice()) && host.mode_of(path) == Some(mode.mode)
+        {
+            return Ok(None);
+        }
+        let created = current.is_none();
+        let diff = if secret {
+            format!("(secret contents, {} bytes, not shown)", contents.len())
+        } else {
+            let old = String::from_utf8_lossy(current.as_deref().unwrap_or_default()).into_owned();
+            let new = String::from_utf8_lossy(&contents).into_owned();
+            if old == new {
+                format!(
+                    "(mode {:o} -> {:o})",
+                    host.mode_of(path).unwrap_or(0),
+                    mode.mode
+                )
+            } else {
+                let shown = path.display().to_string();
+                similar::TextDiff::from_lines(&old, &new)
+                    .unified_diff()
+                    .context_radius(2)
+                    .header(if created { "/dev/null" } else { &shown }, &shown)
+                    .to_string()
+            }
+        };
+        Ok(Some(Change::WriteFile {
+            path: path.to_path_buf(),
+            mode,
+            contents,
+            diff,
+            created,
+        }))
+    }
+
+    /// A systemd operation on `unit`.
+    pub fn service(unit: &str, operation: ServiceOperation, reason: impl Into<String>) -> Change {
+        Change::Service {
+            unit: unit.to_string(),
+            operation,
+            reason: reason.into(),
+        }
+    }
+
+    /// Running `command` because of `reason`.
+    pub fn run(command: Cmd, reason: impl Into<String>) -> Change {
+        Change::Run {
+            command,
+            reason: reason.into(),
+        }
+    }
+
+    /// One line saying what this change does.
+    pub fn summary(&self) -> String {
+        match self {
+            Change::WriteFile {
+                path,
+                mode,
+                created,
+                ..
+            } => format!(
+                "{} {} (mode {:04o})",
+                if *created { "create" } else { "update" },
+                path.display(),
+                mode.mode
+            ),
+            Change::RemoveFile { path } => format!("remove {}", path.display()),
+            Change::CreateDir { path } => format!("create directory {}", path.display()),
+            Change::Sysctl {
+                key,
+                current,
+                wanted,
+            } => {
+                format!(
+                    "set {key} = {wanted} (now {})",
+                    current.as_deref().unwrap_or("unset")
+                )
+            }
+            Change::Run { command, reason } => format!("run `{}` ({reason})", command.display()),
+            Change::Service {
+                unit,
+                operation,
+                reason,
+            } => {
+                format!("systemctl {} {unit} ({reason})", serde_plain(operation))
+            }
+            Change::Download {
+                url, path, sha256, ..
+            } => {
+                format!(
+                    "install {} from {} (sha256 {})",
+                    path.display(),
+                    redact_url(url),
+                    short(sha256)
+                )
+            }
+            Change::WaitFor {
+                what, timeout_secs, ..
+            } => format!("wait up to {timeout_secs}s for {what}"),
+        }
+    }
+}
+
+fn serde_plain(op: &ServiceOperation) -> String {
+    serde_json::to_value(op)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn short(hex: &str) -> &str {
+    hex.get(..12).unwrap_or(hex)
+}
+
+/// Removes `user:password@` from a URL so that credentials never reach a
+/// plan or a log.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://<redacted>@{host}{path}"),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// What one step would change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepPlan {
+    /// Step name, e.g. `containerd`.
+    pub step: String,
+    /// Facts the step found that explain its plan ("no instance-store disks").
+    pub notes: Vec<String>,
+    /// Changes in the order they will be applied.
+    pub changes: Vec<Change>,
+}
+
+impl StepPlan {
+    /// An empty plan for `step`.
+    pub fn new(step: impl Into<String>) -> Self {
+        Self {
+            step: step.into(),
+            notes: Vec::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// Records a fact.
+    pub fn note(&mut self, note: impl Into<String>) {
+        self.notes.push(note.into());
+    }
+
+    /// Adds a change.
+    pub fn push(&mut self, change: Change) {
+        self.changes.push(change);
+    }
+
+    /// Adds a change if there is one.
+    pub fn push_opt(&mut self, change: Option<Change>) {
+        self.changes.extend(change);
+    }
+}
+
+/// What a phase would change, step by step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Phase name.
+    pub phase: String,
+    /// Step plans in order.
+    pub steps: Vec<StepPlan>,
+}
+
+impl Plan {
+    /// Number of changes across all steps.
+    pub fn change_count(&self) -> usize {
+        self.steps.iter().map(|s| s.changes.len()).sum()
+    }
+
+    /// Whether nothing would change.
+    pub fn is_empty(&self) -> bool {
+        self.change_count() == 0
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "phase {}: {} change(s)", self.phase, self.change_count())?;
+        for step in &self.steps {
+            let n = step.changes.len();
+            writeln!(
+                f,
+                "\nstep {} ({})",
+                step.step,
+                if n == 0 {
+                    "up to date".to_string()
+                } else {
+                    format!("{n} change(s)")
+                }
+            )?;
+            for note in &step.notes {
+                writeln!(f, "  · {note}")?;
+            }
+            for change in &step.changes {
+                writeln!(f, "  - {}", change.summary())?;
+                if let Change::WriteFile { diff, .. } = change {
+                    let mut indented = String::new();
+                    for line in diff.lines() {
+                        let _ = writeln!(indented, "      {line}");
+                    }
+                    f.write_str(&indented)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why applying a change failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A file operation failed.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// A command failed.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// A sysctl could not be written.
+    #[error("cannot set {key} (writing {path}): {source}")]
+    Sysctl {
+        /// Dotted key.
+        key: String,
+        /// Host path written.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A download failed.
+    #[error("cannot download {url}: {message}")]
+    Download {
+        /// URL, credentials redacted.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A downloaded file did not have the expected digest; nothing was installed.
+    #[error(
+        "checksum mismatch for {url}: expected sha256 {expected}, got {actual}; nothing installed (check the mirror's .sha256 files)"
+    )]
+    ChecksumMismatch {
+        /// URL, credentials redacted.
+        url: String,
+        /// Expected hex digest.
+        expected: String,
+        /// Actual hex digest.
+        actual: String,
+    },
+    /// A readiness probe did not succeed in time.
+    #[error("timed out after {timeout_secs}s waiting for {what} (last: `{probe}`: {last})")]
+    Timeout {
+        /// What we waited for.
+        what: String,
+        /// Probe command line.
+        probe: String,
+        /// Deadline.
+        timeout_secs: u64,
+        /// Last probe result.
+        last: String,
+    },
+}
+
+/// The `/proc/sys` file for a dotted sysctl key.
+pub fn sysctl_path(key: &str) -> PathBuf {
+    Path::new("/proc/sys").join(key.replace('.', "/"))
+}
+
+/// Applies `changes` in order. Stops at the first failure: every change is
+/// idempotent and files are replaced atomically, so re-planning after a
+/// failure converges.
+pub async fn apply(host: &Host, changes: &[Change]) -> Result<(), ApplyError> {
+    for change in changes {
+        tracing::info!(change = %change.summary(), "applying");
+        match change {
+            Change::WriteFile {
+                path,
+                mode,
+                contents,
+                ..
+            } => host.write_atomic(path, contents, *mode)?,
+            Change::RemoveFile { path } => host.remove_file(path)?,
+            Change::CreateDir { path } => host.create_dir_all(path)?,
+            Change::Sysctl { key, wanted, .. } => {
+                let path = sysctl_path(key);
+                std::fs::write(host.path(&path), format!("{wanted}\n")).map_err(|source| {
+                    ApplyError::Sysctl {
+                        key: key.clone(),
+                        path,
+                        source,
+                    }
+                })?;
+            }
+            Change::Run { command, .. } => {
+                host.run(command)?;
+            }
+            Change::Service {
+                unit, operation, ..
+            } => {
+                host.run(&operation.command(unit))?;
+            }
+            Change::Download {
+                url,
+                sha256,
+                path,
+                mode,
+            } => download(host, url, sha256, path, *mode).await?,
+            Change::WaitFor {
+                what,
+                probe,
+                timeout_secs,
+            } => wait_for(host, what, probe, *timeout_secs).await?,
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for(
+    host: &Host,
+    what: &str,
+    probe: &Cmd,
+    timeout_secs: u64,
+) -> Result<(), ApplyError> {
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let last = match host.runner().run(probe) {
+            Ok(out) if out.status == 0 => return Ok(()),
+            Ok(out) => out.stderr_tail(),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() + delay > deadline {
+            return Err(ApplyError::Timeout {
+                what: what.to_string(),
+                probe: probe.display(),
+                timeout_secs,
+                last,
+            });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Fetches `url` into a temp file beside `path`, verifies the digest and only
+/// then renames it into place. `file://` URLs are read directly (a mirror on
+/// a shared file system).
+async fn download(
+    host: &Host,
+    url: &str,
+    sha256: &str,
+    path: &Path,
+    mode: FileMode,
+) -> Result<(), ApplyError> {
+    let shown = redact_url(url);
+    let fail = |message: String| ApplyError::Download {
+        url: shown.clone(),
+        message,
+    };
+    let body = fetch(url).await.map_err(fail)?;
+    let actual = hex::encode(Sha256::digest(&body));
+    if !actual.eq_ignore_ascii_case(sha256) {
+        return Err(ApplyError::ChecksumMismatch {
+            url: shown,
+            expected: sha256.to_string(),
+            actual,
+        });
+    }
+    host.write_atomic(path, &body, mode)?;
+    Ok(())
+}
+
+/// Reads a URL (`http(s)://` or `file://`) fully into memory.
+pub async fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    if let Some(local) = url.strip_prefix("file://") {
+        return tokio::fs::read(local)
+            .await
+            .map_err(|e| format!("{local}: {e}"));
+    }
+    let resp = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(600))
+        .build()
+        .map_err(|e| e.to_string())?
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("HTTP {status}"));
+    }
+    resp.bytes()
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| e.without_url().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{FixedInterfaces, ScriptedRunner};
+    use std::sync::Arc;
+
+    #[test]
+    fn redacts_credentials_in_urls() {
+        assert_eq!(
+            redact_url("https://u:p@mirror.example/k8s/x"),
+            "https://<redacted>@mirror.example/k8s/x"
+        );
+        assert_eq!(
+            redact_url("https://mirror.example/a@b"),
+            "https://mirror.example/a@b"
+        );
+    }
+
+    #[tokio::test]
+    async fn write_file_is_a_noop_when_equal_and_checksum_mismatch_installs_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let h = Host::new(
+            d.path(),
+            Arc::new(ScriptedRunner::new()),
+            Arc::new(FixedInterfaces::default()),
+        );
+        let c = Change::write_file(&h, "/etc/x", "a\n", FileMode::CONFIG, false)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(&c, Change::WriteFile { created: true, diff, .. } if diff.contains("+a")));
+        apply(&h, &[c]).await.unwrap();
+        assert!(
+            Change::write_file(&h, "/etc/x", "a\n", FileMode::CONFIG, false)
+                .unwrap()
+                .is_none()
+        );
+
+        let src = d.path().join("blob");
+        std::fs::write(&src, b"binary").unwrap();
+        let dl = Change::Download {
+            url: format!("file://{}", src.display()),
+            sha256: "00".repeat(32),
+            path: "/usr/bin/kubelet".into(),
+            mode: FileMode::EXECUTABLE,
+        };
+        let err = apply(&h, &[dl]).await.unwrap_err();
+        assert!(matches!(err, ApplyError::ChecksumMismatch { .. }), "{err}");
+        assert!(!h.exists("/usr/bin/kubelet"));
+        assert!(h.list_dir("/usr/bin").unwrap().is_empty());
+    }
+}

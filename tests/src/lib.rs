@@ -1,0 +1,1 @@
+//! Test harness for hpk8s: fake hosts, test doubles and real-component launchers.
