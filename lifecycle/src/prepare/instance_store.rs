@@ -1,5 +1,7 @@
 //! Step `instance-store` of phase `prepare`.
 
+use std::path::PathBuf;
+
 use crate::plan::StepPlan;
 
 use super::Context;
@@ -19,6 +21,22 @@ impl Error {
             Error::Fs(_) => 41,
         }
     }
+}
+
+/// Where the instance store is (or will be, once this step is applied)
+/// mounted: `None` when disabled or when the node has no instance store.
+/// Other steps (containerd's data root) build on this.
+pub fn store_root(cx: &Context<'_>) -> Result<Option<PathBuf>, Error> {
+    let cfg = &cx.config.instance_store;
+    if !cfg.enabled {
+        return Ok(None);
+    }
+    for m in &cfg.existing_mounts {
+        if cx.host.mount_at(m)?.is_some() {
+            return Ok(Some(m.clone()));
+        }
+    }
+    Ok(None)
 }
 
 /// What this step would change now.
