@@ -71,7 +71,8 @@ pub enum Change {
     /// Download a file, verify its SHA-256 and install it; nothing is
     /// installed when the digest does not match.
     Download {
-        /// Source URL (credentials redacted when shown).
+        /// Source URL (credentials redacted when shown or serialised).
+        #[serde(serialize_with = "serialize_redacted_url")]
         url: String,
         /// Expected SHA-256, hex.
         sha256: String,
@@ -236,6 +237,10 @@ impl Change {
             } => format!("wait up to {timeout_secs}s for {what}"),
         }
     }
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
 }
 
 fn serde_plain(op: &ServiceOperation) -> String {
@@ -416,9 +421,18 @@ pub fn sysctl_path(key: &str) -> PathBuf {
 
 /// Applies `changes` in order. Stops at the first failure: every change is
 /// idempotent and files are replaced atomically, so re-planning after a
-/// failure converges.
+/// failure converges. Every download is fetched and verified before the
+/// first change is applied, so an unreachable file or a bad checksum leaves
+/// the host exactly as it was (not merely without that one file).
 pub async fn apply(host: &Host, changes: &[Change]) -> Result<(), ApplyError> {
+    let mut fetched = Vec::with_capacity(changes.len());
     for change in changes {
+        fetched.push(match change {
+            Change::Download { url, sha256, .. } => Some(fetch_verified(url, sha256).await?),
+            _ => None,
+        });
+    }
+    for (change, body) in changes.iter().zip(fetched) {
         tracing::info!(change = %change.summary(), "applying");
         match change {
             Change::WriteFile {
@@ -452,7 +466,13 @@ pub async fn apply(host: &Host, changes: &[Change]) -> Result<(), ApplyError> {
                 sha256,
                 path,
                 mode,
-            } => download(host, url, sha256, path, *mode).await?,
+            } => {
+                let body = match body {
+                    Some(body) => body,
+                    None => fetch_verified(url, sha256).await?,
+                };
+                host.write_atomic(path, &body, *mode)?;
+            }
             Change::WaitFor {
                 what,
                 probe,
@@ -490,16 +510,9 @@ async fn wait_for(
     }
 }
 
-/// Fetches `url` into a temp file beside `path`, verifies the digest and only
-/// then renames it into place. `file://` URLs are read directly (a mirror on
-/// a shared file system).
-async fn download(
-    host: &Host,
-    url: &str,
-    sha256: &str,
-    path: &Path,
-    mode: FileMode,
-) -> Result<(), ApplyError> {
+/// Fetches `url` into memory and verifies its digest; the caller installs
+/// it. `file://` URLs are read directly (a mirror on a shared file system).
+async fn fetch_verified(url: &str, sha256: &str) -> Result<Vec<u8>, ApplyError> {
     let shown = redact_url(url);
     let fail = |message: String| ApplyError::Download {
         url: shown.clone(),
@@ -514,8 +527,7 @@ async fn download(
             actual,
         });
     }
-    host.write_atomic(path, &body, mode)?;
-    Ok(())
+    Ok(body)
 }
 
 /// Reads a URL (`http(s)://` or `file://`) fully into memory.

@@ -1,0 +1,299 @@
+//! `source = "mirror"`: release binaries from a mirror laid out like
+//! `dl.k8s.io`: `<mirror_url>/v<version>/bin/linux/<arch>/<binary>` next to
+//! `<binary>.sha256` (the hex digest, optionally followed by a file name).
+//!
+//! Planning fetches only the small `.sha256` files and compares them with the
+//! binaries installed under `install_dir`; a binary is downloaded (and
+//! verified before it is installed) only when its digest differs. A mirror
+//! that is unreachable, lacks a file or serves a malformed checksum fails the
+//! plan, before anything is changed.
+//!
+//! The architecture is that of the machine hpk8s runs on: preparing an image
+//! of another architecture under `--root` is out of scope.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::PackagesConfig;
+use crate::host::{FileMode, FsError, Host};
+use crate::plan::{Change, ServiceOperation, StepPlan, redact_url};
+
+use super::units::{self, KUBEADM_DROP_IN, KUBELET_SERVICE, KUBELET_UNIT};
+use super::{Error, KUBELET};
+
+/// The largest `.sha256` file we accept; a real one is under 100 bytes.
+const MAX_CHECKSUM_FILE: usize = 4096;
+/// Connection time-out for checksum requests.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Whole-request time-out for checksum requests.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// systemctl, to ask whether kubelet is enabled.
+const SYSTEMCTL: &str = "systemctl";
+
+/// The Kubernetes name of a Rust architecture (`std::env::consts::ARCH`).
+pub fn kubernetes_arch(rust_arch: &str) -> Option<&'static str> {
+    match rust_arch {
+        "x86_64" => Some("amd64"),
+        "aarch64" => Some("arm64"),
+        _ => None,
+    }
+}
+
+/// URL of `binary` for `version` and `arch` under the mirror `base`.
+pub fn binary_url(base: &str, version: &str, arch: &str, binary: &str) -> String {
+    format!(
+        "{}/v{version}/bin/linux/{arch}/{binary}",
+        base.trim_end_matches('/')
+    )
+}
+
+/// Plans the binaries in `wanted` from the mirror, then (when kubelet is
+/// among them) its systemd unit. Downloads come first.
+pub async fn plan(
+    host: &Host,
+    config: &PackagesConfig,
+    wanted: &[&str],
+    version: &str,
+    plan: &mut StepPlan,
+) -> Result<(), Error> {
+    let base = config
+        .mirror_url
+        .as_deref()
+        .ok_or(Error::MirrorUrlMissing)?;
+    let arch = kubernetes_arch(std::env::consts::ARCH).ok_or(Error::UnsupportedArch {
+        arch: std::env::consts::ARCH,
+    })?;
+    let install_dir = &config.install_dir;
+    if !install_dir.is_absolute() {
+        return Err(Error::InvalidSetting {
+            key: "packages.install_dir",
+            message: format!("`{}` must be an absolute path", install_dir.display()),
+        });
+    }
+    plan.note(format!(
+        "mirror {}",
+        redact_url(&binary_url(base, version, arch, ""))
+    ));
+    for binary in wanted {
+        let url = binary_url(base, version, arch, binary);
+        let sha256 = expected_sha256(&url, version, arch).await?;
+        let path = install_dir.join(binary);
+        let installed = installed_sha256(host, &path)?;
+        if installed.as_deref() == Some(sha256.as_str())
+            && host.mode_of(&path) == Some(FileMode::EXECUTABLE.mode)
+        {
+            plan.note(format!(
+                "{binary} v{version} is installed at {}",
+                path.display()
+            ));
+            continue;
+        }
+        plan.note(match installed {
+            None => format!("{binary} is not installed at {}", path.display()),
+            Some(_) => format!(
+                "{binary} at {} is not the mirror's v{version}",
+                path.display()
+            ),
+        });
+        plan.push(Change::Download {
+            url,
+            sha256,
+            path,
+            mode: FileMode::EXECUTABLE,
+        });
+    }
+    if wanted.contains(&KUBELET) {
+        plan_kubelet_unit(host, &install_dir.join(KUBELET), plan)?;
+    }
+    Ok(())
+}
+
+/// The kubelet unit and drop-in, `daemon-reload` when they change, and
+/// `enable` when kubelet is not enabled yet.
+fn plan_kubelet_unit(host: &Host, kubelet: &Path, plan: &mut StepPlan) -> Result<(), Error> {
+    // A unit file that is not there yet cannot be enabled: no need to ask
+    // systemd (which may not even run under a test root).
+    let unit_existed = host.exists(KUBELET_UNIT);
+    let mut changed = false;
+    for (path, text) in [
+        (KUBELET_UNIT, units::kubelet_unit(kubelet)),
+        (KUBEADM_DROP_IN, units::kubeadm_drop_in(kubelet)),
+    ] {
+        if let Some(change) = Change::write_file(host, path, text, FileMode::CONFIG, false)? {
+            changed = true;
+            plan.push(change);
+        }
+    }
+    if changed {
+        plan.push(Change::service(
+            KUBELET_SERVICE,
+            ServiceOperation::DaemonReload,
+            "kubelet unit files changed",
+        ));
+    }
+    if !unit_existed || !is_enabled(host) {
+        plan.push(Change::service(
+            KUBELET_SERVICE,
+            ServiceOperation::Enable,
+            "kubeadm expects kubelet to be enabled",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether systemd says kubelet is enabled. Anything but a clean yes
+/// (including systemctl failing to run, e.g. without systemd) is a no:
+/// enabling twice is harmless.
+fn is_enabled(host: &Host) -> bool {
+    let cmd = crate::host::Cmd::new(SYSTEMCTL).args(["is-enabled", KUBELET_SERVICE]);
+    host.runner().run(&cmd).is_ok_and(|out| out.status == 0)
+}
+
+/// SHA-256 of the file at host path `path`, `None` when absent.
+fn installed_sha256(host: &Host, path: &Path) -> Result<Option<String>, FsError> {
+    let read_err = |source| FsError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = match std::fs::File::open(host.path(path)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_err(e)),
+    };
+    if !file.metadata().map_err(read_err)?.is_file() {
+        return Ok(Some(String::new()));
+    }
+    let mut hasher = Sha256::new();
+    io::copy(&mut file, &mut hasher).map_err(read_err)?;
+    Ok(Some(hex::encode(hasher.finalize())))
+}
+
+/// Fetches and parses `<url>.sha256`.
+async fn expected_sha256(url: &str, version: &str, arch: &'static str) -> Result<String, Error> {
+    let checksum_url = format!("{url}.sha256");
+    let shown = redact_url(&checksum_url);
+    let body = match fetch_small(&checksum_url).await {
+        Ok(body) => body,
+        Err(Fetch::NotFound) => {
+            return Err(Error::MirrorNotFound {
+                url: shown,
+                version: version.to_string(),
+                arch,
+            });
+        }
+        Err(Fetch::Status(status)) => return Err(Error::MirrorStatus { url: shown, status }),
+        Err(Fetch::Unreachable(message)) => {
+            return Err(Error::MirrorUnreachable {
+                url: shown,
+                message,
+            });
+        }
+    };
+    parse_sha256(&body).map_err(|problem| Error::MalformedChecksum {
+        url: shown,
+        problem,
+    })
+}
+
+/// The digest in a `.sha256` file: 64 hex digits, then optionally
+/// whitespace and a file name. Returned in lower case.
+pub fn parse_sha256(body: &[u8]) -> Result<String, String> {
+    if body.len() > MAX_CHECKSUM_FILE {
+        return Err(format!("{} bytes, too large", body.len()));
+    }
+    let text = std::str::from_utf8(body).map_err(|_| "not text".to_string())?;
+    let digest = text.split_whitespace().next().ok_or("empty")?;
+    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "first word has {} characters, not 64 hex digits",
+            digest.chars().count()
+        ));
+    }
+    Ok(digest.to_ascii_lowercase())
+}
+
+/// Why a small fetch failed.
+#[derive(Debug)]
+enum Fetch {
+    /// 404 or no such file.
+    NotFound,
+    /// Another non-success HTTP status.
+    Status(u16),
+    /// No answer at all (connection, TLS, time-out, local I/O).
+    Unreachable(String),
+}
+
+/// Fetches a small file over `http(s)://` or `file://`. Errors never carry
+/// the URL (it may hold credentials): callers name it, redacted.
+async fn fetch_small(url: &str) -> Result<Vec<u8>, Fetch> {
+    if let Some(local) = url.strip_prefix("file://") {
+        return match tokio::fs::read(PathBuf::from(local)).await {
+            Ok(body) => Ok(body),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Fetch::NotFound),
+            Err(e) => Err(Fetch::Unreachable(e.to_string())),
+        };
+    }
+    let unreachable = |e: reqwest::Error| Fetch::Unreachable(error_chain(&e.without_url()));
+    let client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(unreachable)?;
+    let resp = client.get(url).send().await.map_err(unreachable)?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Err(Fetch::NotFound);
+    }
+    if !status.is_success() {
+        return Err(Fetch::Status(status.as_u16()));
+    }
+    resp.bytes().await.map(|b| b.to_vec()).map_err(unreachable)
+}
+
+/// An error and its causes on one line (reqwest's own message alone is
+/// often just "error sending request").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_files() {
+        let d = "a".repeat(64);
+        assert_eq!(parse_sha256(d.as_bytes()).unwrap(), d);
+        assert_eq!(
+            parse_sha256(format!("{}  kubelet\n", "AB".repeat(32)).as_bytes()).unwrap(),
+            "ab".repeat(32)
+        );
+        assert!(parse_sha256(b"").is_err());
+        assert!(parse_sha256(b"<html>not found</html>").is_err());
+        assert!(parse_sha256("g".repeat(64).as_bytes()).is_err());
+        assert!(parse_sha256(&vec![b'a'; 5000]).is_err());
+    }
+
+    #[test]
+    fn layout_and_arch() {
+        assert_eq!(
+            binary_url("https://m.example/k8s/", "1.34.1", "amd64", "kubelet"),
+            "https://m.example/k8s/v1.34.1/bin/linux/amd64/kubelet"
+        );
+        assert_eq!(kubernetes_arch("x86_64"), Some("amd64"));
+        assert_eq!(kubernetes_arch("aarch64"), Some("arm64"));
+        assert_eq!(kubernetes_arch("riscv64"), None);
+    }
+}

@@ -1,0 +1,757 @@
+//! Step `packages` of phase `prepare`: the mirror source against the stand-in
+//! mirror and a fake root, the apt source against a scripted runner, and the
+//! binary failing on a bad checksum before touching its root.
+
+#![allow(clippy::unwrap_used)] // a failed fixture step should abort the test loudly
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use harness::mirror::{MirrorBuilder, MirrorLayout, MirrorServer, sha256_hex, unreachable_url};
+use lifecycle::config::{Config, PackageSource};
+use lifecycle::host::{CmdOutput, FixedInterfaces, Host, ScriptedRunner};
+use lifecycle::identity::{self, NodeIdentity};
+use lifecycle::plan::{self, ApplyError, Change, Plan, ServiceOperation, StepPlan};
+use lifecycle::prepare::Context;
+use lifecycle::prepare::packages::{self, Error};
+
+const VERSION: &str = "1.34.1";
+
+/// A fake root, a scripted runner and a config.
+struct Node {
+    root: tempfile::TempDir,
+    runner: ScriptedRunner,
+    host: Host,
+    config: Config,
+    identity: NodeIdentity,
+}
+
+impl Node {
+    async fn new(config: Config) -> Node {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::fs::write(root.path().join("etc/hostname"), "node-a\n").unwrap();
+        let runner = ScriptedRunner::new();
+        let host = Host::new(
+            root.path(),
+            Arc::new(runner.clone()),
+            Arc::new(FixedInterfaces::default()),
+        );
+        let mut config = config;
+        config.node.address = Some("10.1.0.5".parse().unwrap());
+        let identity = identity::resolve(&host, &config).await.unwrap();
+        Node {
+            root,
+            runner,
+            host,
+            config,
+            identity,
+        }
+    }
+
+    /// Turns this node into a login node that does not join.
+    fn login(mut self) -> Node {
+        self.identity.role = identity::Role::Login;
+        self.identity.joins = false;
+        self
+    }
+
+    fn cx(&self) -> Context<'_> {
+        Context {
+            host: &self.host,
+            config: &self.config,
+            identity: &self.identity,
+        }
+    }
+
+    async fn plan(&self) -> Result<StepPlan, Error> {
+        packages::plan(&self.cx()).await
+    }
+
+    fn file(&self, host_path: &str) -> PathBuf {
+        self.host.path(host_path)
+    }
+
+    /// systemctl as a real systemd would answer it: `is-enabled` says no
+    /// until `enable` ran.
+    fn script_systemctl(&self) {
+        let enabled = Arc::new(AtomicBool::new(false));
+        let e = Arc::clone(&enabled);
+        self.runner.on_with(&["systemctl", "enable"], move |_| {
+            e.store(true, Ordering::SeqCst);
+            CmdOutput::ok("")
+        });
+        self.runner
+            .on_with(&["systemctl", "is-enabled"], move |_| {
+                if enabled.load(Ordering::SeqCst) {
+                    CmdOutput::ok("enabled\n")
+                } else {
+                    CmdOutput {
+                        status: 1,
+                        stdout: b"disabled\n".to_vec(),
+                        stderr: Vec::new(),
+                    }
+                }
+            })
+            .on(&["systemctl", "daemon-reload"], CmdOutput::ok(""));
+    }
+}
+
+fn mirror_config(url: &str) -> Config {
+    let mut c = Config::default();
+    c.kubernetes.version = VERSION.into();
+    c.packages.source = PackageSource::Mirror;
+    c.packages.mirror_url = Some(url.into());
+    c
+}
+
+fn mirror(version: &str) -> (tempfile::TempDir, MirrorLayout, MirrorServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = MirrorBuilder::new(version).write(dir.path()).unwrap();
+    let server = MirrorServer::serve(dir.path()).unwrap();
+    (dir, layout, server)
+}
+
+/// Every entry under `dir`: type, mode and content digest (or link target).
+fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(base).unwrap().display().to_string();
+            let mode = meta.permissions().mode();
+            let what = if meta.is_dir() {
+                walk(base, &path, out);
+                format!("dir {mode:o}")
+            } else if meta.file_type().is_symlink() {
+                format!("link -> {}", std::fs::read_link(&path).unwrap().display())
+            } else {
+                format!(
+                    "file {mode:o} {}",
+                    sha256_hex(&std::fs::read(&path).unwrap())
+                )
+            };
+            out.insert(rel, what);
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn summaries(plan: &StepPlan) -> Vec<String> {
+    plan.changes.iter().map(Change::summary).collect()
+}
+
+fn as_phase(step: &StepPlan) -> Plan {
+    Plan {
+        phase: "prepare".into(),
+        steps: vec![step.clone()],
+    }
+}
+
+// ---------------------------------------------------------------- mirror
+
+#[tokio::test]
+async fn mirror_fresh_install_then_nothing_to_do() {
+    let (_dir, layout, server) = mirror(VERSION);
+    let node = Node::new(mirror_config(&server.url())).await;
+    node.script_systemctl();
+
+    let plan = node.plan().await.unwrap();
+    let c = &plan.changes;
+    assert_eq!(c.len(), 7, "{:#?}", summaries(&plan));
+    for (change, binary) in c.iter().zip(["kubelet", "kubeadm", "kubectl"]) {
+        match change {
+            Change::Download {
+                url,
+                sha256,
+                path,
+                mode,
+            } => {
+                assert_eq!(*url, format!("{}{}", server.url(), layout.url_path(binary)));
+                assert_eq!(*sha256, layout.sha256(binary).unwrap());
+                assert_eq!(*path, Path::new("/usr/bin").join(binary));
+                assert_eq!(mode.mode, 0o755);
+            }
+            other => panic!("expected a download of {binary} first, got {other:?}"),
+        }
+    }
+    assert!(
+        matches!(&c[3], Change::WriteFile { path, created: true, .. } if path == Path::new("/etc/systemd/system/kubelet.service"))
+    );
+    assert!(
+        matches!(&c[4], Change::WriteFile { path, created: true, .. } if path == Path::new("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"))
+    );
+    assert!(matches!(
+        &c[5],
+        Change::Service {
+            operation: ServiceOperation::DaemonReload,
+            ..
+        }
+    ));
+    assert!(
+        matches!(&c[6], Change::Service { unit, operation: ServiceOperation::Enable, .. } if unit == "kubelet.service")
+    );
+    // Planning fetched only the checksums, and asked systemd nothing (the
+    // unit did not exist yet).
+    assert_eq!(
+        server.paths(),
+        ["kubelet", "kubeadm", "kubectl"]
+            .map(|b| format!("{}.sha256", layout.url_path(b)))
+            .to_vec()
+    );
+    assert!(node.runner.calls().is_empty(), "{:?}", node.runner.calls());
+
+    plan::apply(&node.host, &plan.changes).await.unwrap();
+    for binary in ["kubelet", "kubeadm", "kubectl"] {
+        let installed = node.file(&format!("/usr/bin/{binary}"));
+        assert_eq!(
+            std::fs::read(&installed).unwrap(),
+            std::fs::read(layout.binary(binary)).unwrap()
+        );
+        assert_eq!(
+            std::fs::metadata(&installed).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+    }
+    let unit = std::fs::read_to_string(node.file("/etc/systemd/system/kubelet.service")).unwrap();
+    assert!(unit.contains("\nExecStart=/usr/bin/kubelet\n"), "{unit}");
+    let drop_in =
+        std::fs::read_to_string(node.file("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"))
+            .unwrap();
+    assert!(drop_in.contains("ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS"));
+    assert_eq!(
+        node.runner.calls(),
+        [
+            "systemctl daemon-reload",
+            "systemctl enable kubelet.service"
+        ]
+    );
+    assert_eq!(
+        run_stand_in(&node.file("/usr/bin/kubelet"), &["--version"]),
+        format!("Kubernetes v{VERSION}")
+    );
+    assert_eq!(
+        run_stand_in(&node.file("/usr/bin/kubeadm"), &["version", "-o", "short"]),
+        format!("v{VERSION}")
+    );
+
+    let again = node.plan().await.unwrap();
+    assert!(again.changes.is_empty(), "{:#?}", summaries(&again));
+    assert!(
+        again
+            .notes
+            .iter()
+            .any(|n| n == &format!("kubelet v{VERSION} is installed at /usr/bin/kubelet")),
+        "{:?}",
+        again.notes
+    );
+    assert_eq!(
+        node.runner.calls().last().map(String::as_str),
+        Some("systemctl is-enabled kubelet.service")
+    );
+}
+
+#[allow(clippy::disallowed_methods)] // test harness launches real components
+fn run_stand_in(path: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("sh")
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn mirror_new_patch_downloads_binaries_only() {
+    let (_old_dir, _old, old_server) = mirror(VERSION);
+    let node = Node::new(mirror_config(&old_server.url())).await;
+    node.script_systemctl();
+    let first = node.plan().await.unwrap();
+    plan::apply(&node.host, &first.changes).await.unwrap();
+
+    let (_dir, layout, server) = mirror("1.34.2");
+    let mut config = node.config.clone();
+    config.kubernetes.version = "1.34.2".into();
+    config.packages.mirror_url = Some(server.url());
+    let cx = Context {
+        config: &config,
+        ..node.cx()
+    };
+    let plan = packages::plan(&cx).await.unwrap();
+    assert_eq!(
+        summaries(&plan),
+        ["kubelet", "kubeadm", "kubectl"]
+            .map(|b| format!(
+                "install /usr/bin/{b} from {}{} (sha256 {})",
+                server.url(),
+                layout.url_path(b),
+                &layout.sha256(b).unwrap()[..12]
+            ))
+            .to_vec(),
+        "units are unchanged and kubelet is already enabled"
+    );
+}
+
+#[tokio::test]
+async fn checksum_mismatch_leaves_the_root_byte_for_byte_unchanged() {
+    let (_dir, layout, server) = mirror(VERSION);
+    // The last binary is the bad one: the first two verify, and must still
+    // not be installed.
+    layout.corrupt_checksum("kubectl").unwrap();
+    let node = Node::new(mirror_config(&server.url())).await;
+    node.script_systemctl();
+    std::fs::create_dir_all(node.file("/usr/bin")).unwrap();
+    std::fs::write(node.file("/usr/bin/kubelet"), "#!/bin/sh\necho old\n").unwrap();
+    std::fs::write(node.file("/etc/debian_version"), "12.7\n").unwrap();
+    let before = snapshot(node.root.path());
+
+    let plan = node.plan().await.unwrap();
+    assert!(matches!(&plan.changes[0], Change::Download { .. }));
+    let err = plan::apply(&node.host, &plan.changes).await.unwrap_err();
+    assert!(
+        matches!(&err, ApplyError::ChecksumMismatch { url, .. } if url.ends_with("/kubectl")),
+        "{err}"
+    );
+    let err = lifecycle::Error::Apply {
+        step: "packages".into(),
+        source: err,
+    };
+    assert_eq!(err.exit_code(), 94);
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    assert_eq!(snapshot(node.root.path()), before);
+    assert!(node.runner.calls().is_empty(), "{:?}", node.runner.calls());
+}
+
+#[tokio::test]
+async fn mirror_failures_are_distinct_and_change_nothing() {
+    let (_dir, layout, server) = mirror(VERSION);
+
+    // Unreachable.
+    let node = Node::new(mirror_config(&unreachable_url().unwrap())).await;
+    let before = snapshot(node.root.path());
+    let e = node.plan().await.unwrap_err();
+    assert!(matches!(e, Error::MirrorUnreachable { .. }), "{e}");
+    assert_eq!(e.exit_code(), 80);
+    assert!(e.to_string().contains("kubelet.sha256"), "{e}");
+    assert!(!e.to_string().contains('\n'), "{e}");
+    assert_eq!(snapshot(node.root.path()), before);
+
+    // A version the mirror does not carry.
+    let mut config = mirror_config(&server.url());
+    config.kubernetes.version = "1.35.0".into();
+    let node = Node::new(config).await;
+    let e = node.plan().await.unwrap_err();
+    assert!(matches!(e, Error::MirrorNotFound { .. }), "{e}");
+    assert_eq!(e.exit_code(), 81);
+    assert!(e.to_string().contains("/v1.35.0/bin/linux/"), "{e}");
+
+    // The mirror is broken.
+    let node = Node::new(mirror_config(&server.url())).await;
+    server.respond_with(Some(500));
+    let e = node.plan().await.unwrap_err();
+    assert!(matches!(e, Error::MirrorStatus { status: 500, .. }), "{e}");
+    assert_eq!(e.exit_code(), 82);
+    server.respond_with(None);
+
+    // A checksum file that is not one.
+    layout.garble_checksum("kubeadm").unwrap();
+    let e = node.plan().await.unwrap_err();
+    assert!(matches!(e, Error::MalformedChecksum { .. }), "{e}");
+    assert_eq!(e.exit_code(), 83);
+    assert!(e.to_string().contains("kubeadm.sha256"), "{e}");
+    assert!(!e.to_string().contains("oops"), "{e}");
+    assert!(node.runner.calls().is_empty());
+}
+
+#[tokio::test]
+async fn login_node_gets_kubectl_only() {
+    let (_dir, layout, server) = mirror(VERSION);
+    let node = Node::new(mirror_config(&server.url())).await.login();
+    let plan = node.plan().await.unwrap();
+    assert_eq!(plan.changes.len(), 1, "{:#?}", summaries(&plan));
+    assert!(
+        matches!(&plan.changes[0], Change::Download { path, .. } if path == Path::new("/usr/bin/kubectl"))
+    );
+    assert_eq!(
+        server.paths(),
+        [format!("{}.sha256", layout.url_path("kubectl"))]
+    );
+    plan::apply(&node.host, &plan.changes).await.unwrap();
+    assert!(node.runner.calls().is_empty());
+    assert!(!node.host.exists("/usr/bin/kubelet"));
+    assert!(!node.host.exists("/etc/systemd/system/kubelet.service"));
+    assert!(node.plan().await.unwrap().changes.is_empty());
+}
+
+#[tokio::test]
+async fn mirror_credentials_never_shown() {
+    const PASSWORD: &str = "hunter2-s3cret";
+    let (_dir, layout, server) = mirror(VERSION);
+    let url = server.url_with_credentials("mirror-user", PASSWORD);
+    let node = Node::new(mirror_config(&url)).await;
+    node.script_systemctl();
+
+    let plan = node.plan().await.unwrap();
+    let text = as_phase(&plan).to_string();
+    let json = serde_json::to_string(&as_phase(&plan)).unwrap();
+    for shown in [&text, &json] {
+        assert!(!shown.contains(PASSWORD), "{shown}");
+        assert!(!shown.contains("mirror-user"), "{shown}");
+    }
+    assert!(text.contains("<redacted>@127.0.0.1"), "{text}");
+    assert!(json.contains("<redacted>@127.0.0.1"), "{json}");
+
+    // The credentials are still used.
+    plan::apply(&node.host, &plan.changes).await.unwrap();
+    assert!(server.requests().iter().all(|r| r.authorized));
+    assert!(node.host.exists("/usr/bin/kubeadm"));
+
+    // ... and kept out of errors.
+    layout.corrupt_checksum("kubeadm").unwrap();
+    std::fs::remove_file(node.file("/usr/bin/kubeadm")).unwrap();
+    let plan = node.plan().await.unwrap();
+    let e = plan::apply(&node.host, &plan.changes).await.unwrap_err();
+    assert!(!e.to_string().contains(PASSWORD), "{e}");
+    assert!(!format!("{e:?}").contains(PASSWORD), "{e:?}");
+    server.respond_with(Some(404));
+    let e = node.plan().await.unwrap_err();
+    assert!(!e.to_string().contains(PASSWORD), "{e}");
+    assert!(!format!("{e:?}").contains(PASSWORD), "{e:?}");
+    let dead = unreachable_url()
+        .unwrap()
+        .replace("http://", &format!("http://u:{PASSWORD}@"));
+    let node = Node::new(mirror_config(&dead)).await;
+    let e = node.plan().await.unwrap_err();
+    assert!(matches!(e, Error::MirrorUnreachable { .. }), "{e}");
+    assert!(!e.to_string().contains(PASSWORD), "{e}");
+}
+
+#[tokio::test]
+async fn file_url_mirror_and_install_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = MirrorBuilder::new(VERSION).write(dir.path()).unwrap();
+    let mut config = mirror_config(&format!("file://{}", dir.path().display()));
+    config.packages.install_dir = "/opt/k8s/bin".into();
+    let node = Node::new(config).await.login();
+    let plan = node.plan().await.unwrap();
+    plan::apply(&node.host, &plan.changes).await.unwrap();
+    assert_eq!(
+        std::fs::read(node.file("/opt/k8s/bin/kubectl")).unwrap(),
+        std::fs::read(layout.binary("kubectl")).unwrap()
+    );
+    assert!(node.plan().await.unwrap().changes.is_empty());
+
+    std::fs::remove_dir_all(layout.binary_dir()).unwrap();
+    let e = node.plan().await.unwrap_err();
+    assert_eq!(e.exit_code(), 81, "{e}");
+}
+
+#[tokio::test]
+async fn mirror_kubelet_unit_uses_install_dir() {
+    let (_dir, _layout, server) = mirror(VERSION);
+    let mut config = mirror_config(&server.url());
+    config.packages.install_dir = "/opt/k8s/bin".into();
+    let node = Node::new(config).await;
+    node.script_systemctl();
+    let plan = node.plan().await.unwrap();
+    plan::apply(&node.host, &plan.changes).await.unwrap();
+    let drop_in =
+        std::fs::read_to_string(node.file("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"))
+            .unwrap();
+    assert!(drop_in.contains("\nExecStart=/opt/k8s/bin/kubelet $KUBELET_KUBECONFIG_ARGS"));
+    // An operator disabling kubelet is noticed.
+    node.runner
+        .once(&["systemctl", "is-enabled"], CmdOutput::failed(1, ""));
+    let plan = node.plan().await.unwrap();
+    assert_eq!(
+        summaries(&plan),
+        ["systemctl enable kubelet.service (kubeadm expects kubelet to be enabled)"]
+    );
+}
+
+// ---------------------------------------------------------------- apt
+
+const DPKG_QUERY: &[&str] = &["dpkg-query", "-W"];
+const DPKG_QUERY_SHOWN: &str =
+    "dpkg-query -W -f '${Package} ${db:Status-Abbrev} ${Version}\\n' kubelet kubeadm kubectl";
+
+async fn debian_node() -> Node {
+    let node = Node::new(Config::default()).await;
+    std::fs::write(node.file("/etc/debian_version"), "12.7\n").unwrap();
+    node
+}
+
+#[tokio::test]
+async fn apt_up_to_date_is_left_alone() {
+    let node = debian_node().await;
+    node.runner.on(
+        DPKG_QUERY,
+        CmdOutput::ok("kubelet ii  1.34.1-1.1\nkubeadm ii  1.34.1-1.1\nkubectl hi  1.34.1-1.1\n"),
+    );
+    let plan = node.plan().await.unwrap();
+    assert!(plan.changes.is_empty(), "{:#?}", summaries(&plan));
+    assert_eq!(node.runner.calls(), [DPKG_QUERY_SHOWN]);
+}
+
+#[tokio::test]
+async fn apt_other_version_installs_pins_and_holds() {
+    let node = debian_node().await;
+    for tool in ["/usr/bin/curl", "/usr/bin/gpg"] {
+        std::fs::create_dir_all(node.file("/usr/bin")).unwrap();
+        std::fs::write(node.file(tool), "").unwrap();
+    }
+    // kubectl is missing: dpkg-query exits 1 and still lists the others.
+    node.runner.on(
+        DPKG_QUERY,
+        CmdOutput {
+            status: 1,
+            stdout: b"kubelet ii  1.33.2-1.1\nkubeadm ii  1.33.2-1.1\n".to_vec(),
+            stderr: b"dpkg-query: no packages found matching kubectl\n".to_vec(),
+        },
+    );
+    for prefix in [
+        &["sh", "-c"][..],
+        &["apt-get", "update"],
+        &["apt-get", "install"],
+        &["apt-mark", "hold"],
+        &["systemctl", "enable"],
+    ] {
+        node.runner.on(prefix, CmdOutput::ok(""));
+    }
+
+    let plan = node.plan().await.unwrap();
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n == "kubelet 1.33.2-1.1 is installed, 1.34.1 is wanted")
+    );
+    assert!(plan.notes.iter().any(|n| n == "kubectl is not installed"));
+    plan::apply(&node.host, &plan.changes).await.unwrap();
+    assert_eq!(
+        node.runner.calls(),
+        [
+            DPKG_QUERY_SHOWN,
+            "sh -c 'set -e; key=$(mktemp); trap '\\''rm -f \"$key\"'\\'' EXIT; curl -fsSL --retry 3 -o \"$key\" \"$1\"; gpg --dearmor --batch --yes -o \"$2\" \"$key\"; chmod 0644 \"$2\"' hpk8s-fetch-key https://pkgs.k8s.io/core:/stable:/v1.34/deb/Release.key /etc/apt/keyrings/kubernetes-apt-keyring.gpg",
+            "apt-get update",
+            "apt-get install -y --allow-downgrades --allow-change-held-packages 'kubelet=1.34.1-*' 'kubeadm=1.34.1-*' 'kubectl=1.34.1-*'",
+            "apt-mark hold kubelet kubeadm kubectl",
+            "systemctl enable kubelet.service",
+        ]
+    );
+    assert!(node.host.exists("/etc/apt/keyrings"));
+    assert_eq!(
+        std::fs::read_to_string(node.file("/etc/apt/sources.list.d/kubernetes.list")).unwrap(),
+        "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/v1.34/deb/ /\n"
+    );
+    let pin = std::fs::read_to_string(node.file("/etc/apt/preferences.d/kubernetes")).unwrap();
+    assert!(
+        pin.contains(
+            "Package: kubelet kubeadm kubectl\nPin: version 1.34.1-*\nPin-Priority: 1001\n"
+        ),
+        "{pin}"
+    );
+}
+
+#[tokio::test]
+async fn apt_updates_lists_only_when_the_version_is_missing() {
+    let node = debian_node().await;
+    for (path, text) in [
+        ("/etc/apt/keyrings/kubernetes-apt-keyring.gpg", "key".to_string()),
+        (
+            "/etc/apt/sources.list.d/kubernetes.list",
+            "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/v1.34/deb/ /\n".to_string(),
+        ),
+        (
+            "/etc/apt/preferences.d/kubernetes",
+            packages::apt::pin(&["kubelet", "kubeadm", "kubectl"], VERSION),
+        ),
+    ] {
+        std::fs::create_dir_all(node.file(path).parent().unwrap()).unwrap();
+        std::fs::write(node.file(path), text).unwrap();
+    }
+    node.runner.on(
+        DPKG_QUERY,
+        CmdOutput::ok("kubelet ii  1.34.0-1.1\nkubeadm ii  1.34.0-1.1\nkubectl ii  1.34.0-1.1\n"),
+    );
+    let madison = |v: &str| {
+        CmdOutput::ok(
+            ["kubelet", "kubeadm", "kubectl"]
+                .map(|p| {
+                    format!(
+                        "   {p} | {v} | https://pkgs.k8s.io/core:/stable:/v1.34/deb  Packages\n"
+                    )
+                })
+                .concat(),
+        )
+    };
+    node.runner
+        .once(&["apt-cache", "madison"], madison("1.34.0-1.1"));
+    let stale_lists = node.plan().await.unwrap();
+    assert_eq!(
+        stale_lists
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Run { command, .. } => Some(command.display()),
+                _ => None,
+            })
+            .take(2)
+            .collect::<Vec<_>>(),
+        [
+            "apt-get update",
+            "apt-get install -y --allow-downgrades --allow-change-held-packages 'kubelet=1.34.1-*' 'kubeadm=1.34.1-*' 'kubectl=1.34.1-*'"
+        ]
+    );
+    node.runner
+        .once(&["apt-cache", "madison"], madison("1.34.1-1.1"));
+    let fresh_lists = node.plan().await.unwrap();
+    assert_eq!(
+        fresh_lists.changes.len(),
+        3,
+        "{:#?}",
+        summaries(&fresh_lists)
+    );
+    assert!(
+        matches!(&fresh_lists.changes[0], Change::Run { command, .. } if command.display().starts_with("apt-get install"))
+    );
+}
+
+#[tokio::test]
+async fn apt_login_node_installs_kubectl_only() {
+    let node = debian_node().await.login();
+    std::fs::create_dir_all(node.file("/etc/apt/keyrings")).unwrap();
+    std::fs::write(
+        node.file("/etc/apt/keyrings/kubernetes-apt-keyring.gpg"),
+        "k",
+    )
+    .unwrap();
+    node.runner
+        .on(DPKG_QUERY, CmdOutput::failed(1, "no packages found"));
+    let plan = node.plan().await.unwrap();
+    assert_eq!(
+        node.runner.calls(),
+        ["dpkg-query -W -f '${Package} ${db:Status-Abbrev} ${Version}\\n' kubectl"]
+    );
+    let shown = summaries(&plan);
+    assert_eq!(shown.len(), 5, "{shown:#?}");
+    assert!(
+        matches!(&plan.changes[1], Change::WriteFile { path, diff, .. } if path == Path::new("/etc/apt/preferences.d/kubernetes") && diff.contains("+Package: kubectl\n")),
+        "{shown:#?}"
+    );
+    assert_eq!(
+        shown[2..],
+        [
+            "run `apt-get update` (the Kubernetes repository was added or changed)",
+            "run `apt-get install -y --allow-downgrades --allow-change-held-packages 'kubectl=1.34.1-*'` (install Kubernetes 1.34.1 packages)",
+            "run `apt-mark hold kubectl` (keep unattended upgrades off the cluster's version)",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn apt_errors() {
+    let node = Node::new(Config::default()).await;
+    let e = node.plan().await.unwrap_err();
+    assert!(matches!(e, Error::NotDebian { .. }), "{e}");
+    assert_eq!(e.exit_code(), 76);
+    assert!(e.to_string().contains("\"mirror\""), "{e}");
+    assert!(node.runner.calls().is_empty());
+
+    let node = debian_node().await;
+    node.runner.on(
+        DPKG_QUERY,
+        CmdOutput::failed(2, "dpkg-query: error: database is locked"),
+    );
+    let e = node.plan().await.unwrap_err();
+    assert_eq!(e.exit_code(), 77, "{e}");
+    assert!(e.to_string().contains("database is locked"), "{e}");
+}
+
+#[tokio::test]
+async fn source_none_does_nothing() {
+    let mut config = Config::default();
+    config.packages.source = PackageSource::None;
+    let node = Node::new(config).await;
+    let plan = node.plan().await.unwrap();
+    assert!(plan.changes.is_empty());
+    assert!(!plan.notes.is_empty());
+    assert!(node.runner.calls().is_empty());
+}
+
+// ---------------------------------------------------------------- binary
+
+/// `hpk8s bootstrap --phase prepare` against a fake root.
+#[allow(clippy::disallowed_methods)] // test harness launches real components
+fn bootstrap(root: &Path, config: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, config).unwrap();
+    std::process::Command::new(harness::hpk8s_bin())
+        .arg("--root")
+        .arg(root)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["bootstrap", "--phase", "prepare"])
+        .env("HPK8S_LOG", "info")
+        .output()
+        .unwrap()
+}
+
+fn binary_config(url: &str) -> String {
+    format!(
+        "[kubernetes]\nversion = \"{VERSION}\"\n\n[node]\nname = \"node-a\"\naddress = \"10.1.0.5\"\n\n[packages]\nsource = \"mirror\"\nmirror_url = \"{url}\"\n"
+    )
+}
+
+#[test]
+fn binary_bad_checksum_exits_94_and_changes_nothing() {
+    let (_dir, layout, server) = mirror(VERSION);
+    layout.corrupt_checksum("kubeadm").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    std::fs::write(root.path().join("etc/hostname"), "node-a\n").unwrap();
+    std::fs::write(root.path().join("etc/debian_version"), "12.7\n").unwrap();
+    let before = snapshot(root.path());
+
+    let out = bootstrap(
+        root.path(),
+        &binary_config(&server.url_with_credentials("u", "hunter2-s3cret")),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(94), "{stderr}");
+    assert!(stderr.contains("checksum mismatch"), "{stderr}");
+    assert!(stderr.contains("/kubeadm"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert_eq!(snapshot(root.path()), before);
+    // kubelet was fetched and verified, and still not installed.
+    assert!(
+        server.paths().contains(&layout.url_path("kubelet")),
+        "{:?}",
+        server.paths()
+    );
+}
+
+#[test]
+fn binary_unreachable_mirror_exits_80() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    let before = snapshot(root.path());
+    let out = bootstrap(root.path(), &binary_config(&unreachable_url().unwrap()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(80), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the package mirror"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(root.path()), before);
+}
