@@ -83,7 +83,7 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    let journald = logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -97,11 +97,17 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let code = e
-                .downcast_ref::<lifecycle::Error>()
-                .map_or(1, lifecycle::Error::exit_code);
-            tracing::error!(exit_code = code, "{e:#}");
-            eprintln!("error: {e:#}");
+            // Library errors already carry their causes in one line; printing
+            // the source chain as well would repeat them.
+            let (code, message) = match e.downcast_ref::<lifecycle::Error>() {
+                Some(le) => (le.exit_code(), le.to_string()),
+                None => (1, format!("{e:#}")),
+            };
+            let message = message.replace('\n', " ");
+            if journald {
+                tracing::error!(exit_code = code, "{message}");
+            }
+            eprintln!("error: {message}");
             ExitCode::from(code)
         }
     }
