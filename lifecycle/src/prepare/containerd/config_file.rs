@@ -566,7 +566,7 @@ fn set_value(
                 return Ok(false);
             }
             let decor = old.decor().clone();
-            *old = value;
+            *old = same_quotes(old, value);
             *old.decor_mut() = decor;
             Ok(true)
         }
@@ -576,6 +576,25 @@ fn set_value(
             expected: value.type_name(),
             found: other.type_name().to_string(),
         }),
+    }
+}
+
+/// `new`, written with single quotes when `old` was (containerd 2.x's
+/// `config default` uses TOML literal strings), so an edited line looks
+/// like its neighbours.
+fn same_quotes(old: &Value, new: Value) -> Value {
+    let literal = match old {
+        Value::String(f) => f
+            .as_repr()
+            .and_then(|r| r.as_raw().as_str())
+            .is_some_and(|r| r.starts_with('\'')),
+        _ => false,
+    };
+    match new.as_str() {
+        Some(s) if literal && !s.contains(['\'', '\n', '\r']) => {
+            format!("'{s}'").parse().unwrap_or(new)
+        }
+        _ => new,
     }
 }
 
