@@ -2,6 +2,8 @@
 //! plans on a fresh node, on an operator's file, with and without NVIDIA
 //! hardware, and that a second run after applying plans nothing.
 
+#![allow(clippy::unwrap_used)] // test code: a panic with its location is the failure report
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
