@@ -94,9 +94,9 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// The config the step would write, for a node whose instance store is
-/// mounted at `store` and whose containerd config does not exist yet.
-fn generated_config(fake_root: &Path, store: &Path) -> String {
+/// The config the step would write for a node whose containerd config does
+/// not exist yet; `setup` adjusts the fake root and the configuration.
+fn generated_config(fake_root: &Path, setup: impl FnOnce(&Path, &mut Config)) -> String {
     // The fake root sees the real mount table, so `store` is a mount point.
     let mountinfo = fake_root.join("proc/self/mountinfo");
     std::fs::create_dir_all(mountinfo.parent().unwrap()).unwrap();
@@ -120,7 +120,7 @@ fn generated_config(fake_root: &Path, store: &Path) -> String {
     );
     let mut config = Config::default();
     config.node.address = Some(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 7)));
-    config.instance_store.existing_mounts = vec![store.to_path_buf()];
+    setup(fake_root, &mut config);
     let identity = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap()
@@ -141,6 +141,105 @@ fn generated_config(fake_root: &Path, store: &Path) -> String {
             _ => None,
         })
         .unwrap_or_else(|| panic!("no config in the plan: {plan:#?}"))
+}
+
+/// A containerd started on a generated config, its socket and state in the
+/// test's temp dir.
+struct Daemon {
+    config: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts containerd on `generated` (with `root` overridden when given)
+    /// and waits until it answers.
+    #[allow(clippy::disallowed_methods)] // test harness launches real components
+    fn start(work: &Path, generated: &str, root: Option<&Path>, cleanup: &mut Cleanup) -> Daemon {
+        // The test's own overrides: everything containerd would otherwise
+        // write outside the data root goes into the temp dir.
+        let mut doc: toml_edit::DocumentMut = generated.parse().unwrap();
+        if let Some(root) = root {
+            doc["root"] = toml_edit::value(root.to_str().unwrap());
+        }
+        let socket = work.join("containerd.sock");
+        doc["state"] = toml_edit::value(work.join("state").to_str().unwrap());
+        doc["grpc"]["address"] = toml_edit::value(socket.to_str().unwrap());
+        doc["plugins"]["io.containerd.internal.v1.opt"]["path"] =
+            toml_edit::value(work.join("opt").to_str().unwrap());
+        let config = work.join("config.toml");
+        std::fs::write(&config, doc.to_string()).unwrap();
+
+        let log = work.join("containerd.log");
+        let out = File::create(&log).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        cleanup.containerd = Some(child);
+        let daemon = Daemon {
+            config,
+            socket,
+            log,
+        };
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !daemon.ctr(&["version"]).status.success() {
+            if let Some(status) = cleanup
+                .containerd
+                .as_mut()
+                .and_then(|c| c.try_wait().unwrap())
+            {
+                panic!("containerd exited with {status}:\n{}", daemon.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not answer within {READY_TIMEOUT:?}:\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        daemon
+    }
+
+    #[allow(clippy::disallowed_methods)] // test harness launches real components
+    fn ctr(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// The STATUS column of `ctr plugins ls` for one plugin ("ok", "error", …).
+    fn plugin_status(&self, kind: &str, id: &str) -> String {
+        let out = self.ctr(&["plugins", "ls"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cols| cols.first() == Some(&kind) && cols.get(1) == Some(&id))
+            .and_then(|cols| cols.last().map(|s| s.to_string()))
+            .unwrap_or_else(|| format!("(not listed in: {text})"))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `containerd config dump` for this daemon's config.
+    fn dump(&self) -> toml_edit::DocumentMut {
+        run(
+            "containerd",
+            &["--config", self.config.to_str().unwrap(), "config", "dump"],
+        )
+        .parse()
+        .unwrap()
+    }
 }
 
 #[test]
@@ -181,63 +280,22 @@ fn real_containerd_runs_the_generated_config_on_the_instance_store() {
     run("mount", &[&dev, store.to_str().unwrap()]);
     cleanup.mount = Some(store.clone());
 
-    let generated = generated_config(&work.path().join("root"), &store);
+    let generated = generated_config(&work.path().join("root"), |_, config| {
+        config.instance_store.existing_mounts = vec![store.clone()];
+    });
     let data_root = store.join("containerd");
     assert!(
         generated.contains(&format!("root = \"{}\"", data_root.display())),
         "{generated}"
     );
 
-    // The test's own overrides: everything containerd would otherwise write
-    // outside the data root goes into the temp dir.
-    let mut doc: toml_edit::DocumentMut = generated.parse().unwrap();
-    let state = work.path().join("state");
-    let socket = work.path().join("containerd.sock");
-    doc["state"] = toml_edit::value(state.to_str().unwrap());
-    doc["grpc"]["address"] = toml_edit::value(socket.to_str().unwrap());
-    doc["plugins"]["io.containerd.internal.v1.opt"]["path"] =
-        toml_edit::value(work.path().join("opt").to_str().unwrap());
-    let config = work.path().join("config.toml");
-    std::fs::write(&config, doc.to_string()).unwrap();
-
-    let log_path = work.path().join("containerd.log");
-    let log = File::create(&log_path).unwrap();
-    let child = Command::new("containerd")
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    cleanup.containerd = Some(child);
-    let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
-
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let probe = Command::new("ctr")
-            .arg("--address")
-            .arg(&socket)
-            .arg("version")
-            .output()
-            .unwrap();
-        if probe.status.success() {
-            break;
-        }
-        if let Some(status) = cleanup
-            .containerd
-            .as_mut()
-            .and_then(|c| c.try_wait().unwrap())
-        {
-            panic!("containerd exited with {status}:\n{}", log_text());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "containerd did not answer within {READY_TIMEOUT:?}:\n{}",
-            log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let daemon = Daemon::start(work.path(), &generated, None, &mut cleanup);
+    assert_eq!(
+        daemon.plugin_status("io.containerd.grpc.v1", "cri"),
+        "ok",
+        "{}",
+        daemon.log()
+    );
 
     // Its metadata lives on the xfs volume.
     let meta = data_root.join("io.containerd.metadata.v1.bolt/meta.db");
@@ -245,34 +303,86 @@ fn real_containerd_runs_the_generated_config_on_the_instance_store() {
         meta.is_file(),
         "{} missing:\n{}",
         meta.display(),
-        log_text()
+        daemon.log()
     );
     let fs_type = run("stat", &["-f", "-c", "%T", data_root.to_str().unwrap()]);
     assert_eq!(fs_type.trim(), "xfs");
 
     // containerd itself reads runc's cgroup driver and the sandbox image as
     // hpk8s wrote them.
-    let dump: toml_edit::DocumentMut = run(
-        "containerd",
-        &["--config", config.to_str().unwrap(), "config", "dump"],
-    )
-    .parse()
-    .unwrap();
-    // containerd 2.x dumps schema 3, whose CRI plugins have other names.
-    let (runtimes, sandbox) = if dump["version"].as_integer() == Some(3) {
+    let dump = daemon.dump();
+    let (runtime, sandbox) = cri_view(&dump);
+    assert_eq!(
+        runtime["runtimes"]["runc"]["options"]["SystemdCgroup"].as_bool(),
+        Some(true),
+        "{dump}"
+    );
+    assert_eq!(runtime["default_runtime_name"].as_str(), Some("runc"));
+    assert_eq!(sandbox.as_str(), Some("registry.k8s.io/pause:3.10.1"));
+    assert_eq!(dump["root"].as_str(), Some(data_root.to_str().unwrap()));
+}
+
+/// A GPU node's config (fake PCI GPUs and runtime binary under the fake
+/// root): containerd accepts `nvidia` as its default runtime and the CRI
+/// plugin loads with it.
+#[test]
+fn real_containerd_accepts_the_nvidia_runtime_as_default() {
+    let available = is_root() && ["containerd", "ctr"].iter().all(|p| on_path(p));
+    if harness::require(available, "root with containerd and ctr") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mut cleanup = Cleanup::default();
+    let generated = generated_config(&work.path().join("root"), |root, _| {
+        for (addr, class) in [("0000:53:00.0", "0x030200"), ("0000:64:00.0", "0x030200")] {
+            let d = root.join("sys/bus/pci/devices").join(addr);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("vendor"), "0x10de\n").unwrap();
+            std::fs::write(d.join("device"), "0x2330\n").unwrap();
+            std::fs::write(d.join("class"), format!("{class}\n")).unwrap();
+        }
+        let bin = root.join("usr/bin/nvidia-container-runtime");
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        std::fs::write(bin, "#!/bin/sh\n").unwrap();
+    });
+    let data_root = work.path().join("data");
+    let daemon = Daemon::start(work.path(), &generated, Some(&data_root), &mut cleanup);
+    assert_eq!(
+        daemon.plugin_status("io.containerd.grpc.v1", "cri"),
+        "ok",
+        "{}",
+        daemon.log()
+    );
+    let dump = daemon.dump();
+    let (runtime, _) = cri_view(&dump);
+    assert_eq!(
+        runtime["default_runtime_name"].as_str(),
+        Some("nvidia"),
+        "{dump}"
+    );
+    let nvidia = &runtime["runtimes"]["nvidia"];
+    assert_eq!(
+        nvidia["runtime_type"].as_str(),
+        Some("io.containerd.runc.v2")
+    );
+    assert_eq!(
+        nvidia["options"]["BinaryName"].as_str(),
+        Some("/usr/bin/nvidia-container-runtime")
+    );
+    assert_eq!(nvidia["options"]["SystemdCgroup"].as_bool(), Some(true));
+}
+
+/// The CRI runtime table (`default_runtime_name`, `runtimes`) and the
+/// sandbox image of a `config dump`, in either schema (containerd 2.x dumps
+/// version 3, whose CRI plugins have other names).
+fn cri_view(dump: &toml_edit::DocumentMut) -> (&toml_edit::Item, &toml_edit::Item) {
+    if dump["version"].as_integer() == Some(3) {
         (
-            &dump["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"],
+            &dump["plugins"]["io.containerd.cri.v1.runtime"]["containerd"],
             &dump["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"],
         )
     } else {
         let cri = &dump["plugins"]["io.containerd.grpc.v1.cri"];
-        (&cri["containerd"]["runtimes"], &cri["sandbox_image"])
-    };
-    assert_eq!(
-        runtimes["runc"]["options"]["SystemdCgroup"].as_bool(),
-        Some(true),
-        "{dump}"
-    );
-    assert_eq!(sandbox.as_str(), Some("registry.k8s.io/pause:3.10.1"));
-    assert_eq!(dump["root"].as_str(), Some(data_root.to_str().unwrap()));
+        (&cri["containerd"], &cri["sandbox_image"])
+    }
 }
