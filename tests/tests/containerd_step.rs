@@ -388,7 +388,12 @@ async fn schema_3_uses_containerd_2_plugin_names() {
         "{cfg}"
     );
     assert!(
-        cfg.contains(&format!("BinaryName = \"{NVIDIA_BIN}\"")),
+        cfg.contains(&format!("BinaryName = '{NVIDIA_BIN}'")),
+        "{cfg}"
+    );
+    // Laid out like containerd's own runc table, literal strings included.
+    assert!(
+        cfg.contains("SystemdCgroup = true\n\n        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.nvidia]\n          runtime_type = 'io.containerd.runc.v2'\n"),
         "{cfg}"
     );
 }

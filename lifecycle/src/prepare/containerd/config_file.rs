@@ -507,6 +507,7 @@ fn table_at<'a>(mut item: &'a mut Item, path: &[&str]) -> Result<&'a mut Item, E
     for (i, key) in path.iter().enumerate() {
         let inline = item.is_inline_table();
         let found = item.type_name();
+        let nested_indent = item.as_table().and_then(header_indent).map(|i| i + "  ");
         let table = item
             .as_table_like_mut()
             .ok_or_else(|| EditError::WrongType {
@@ -521,6 +522,23 @@ fn table_at<'a>(mut item: &'a mut Item, path: &[&str]) -> Result<&'a mut Item, E
             } else {
                 let mut t = Table::new();
                 t.set_implicit(true);
+                // Laid out like its siblings (containerd's default config
+                // indents nested tables), else one step in from its parent.
+                let sibling = table
+                    .iter()
+                    .find_map(|(_, i)| i.as_table().and_then(|t| raw_prefix(t.decor())));
+                let prefix = sibling
+                    .map(|p| {
+                        if p.starts_with('\n') {
+                            p
+                        } else {
+                            format!("\n{p}")
+                        }
+                    })
+                    .or(nested_indent.map(|i| format!("\n{i}")));
+                if let Some(prefix) = prefix {
+                    t.decor_mut().set_prefix(prefix);
+                }
                 Item::Table(t)
             };
             table.insert(key, new);
@@ -550,7 +568,9 @@ fn set_value(
     value: Value,
     keep_existing: bool,
 ) -> Result<bool, EditError> {
+    let literal_doc = doc.get("root").is_some_and(|v| is_literal(v.as_value()));
     let parent = table_at(doc.as_item_mut(), path)?;
+    let key_indent = parent.as_table().and_then(key_indent);
     let table = parent
         .as_table_like_mut()
         .ok_or_else(|| EditError::Produced {
@@ -558,7 +578,10 @@ fn set_value(
         })?;
     match table.get_mut(key) {
         None | Some(Item::None) => {
-            table.insert(key, Item::Value(value));
+            table.insert(key, Item::Value(quoted(value, literal_doc)));
+            if let (Some(indent), Some(mut k)) = (key_indent, table.key_mut(key)) {
+                k.leaf_decor_mut().set_prefix(indent);
+            }
             Ok(true)
         }
         Some(Item::Value(old)) if old.type_name() == value.type_name() => {
@@ -566,7 +589,7 @@ fn set_value(
                 return Ok(false);
             }
             let decor = old.decor().clone();
-            *old = same_quotes(old, value);
+            *old = quoted(value, is_literal(Some(old)));
             *old.decor_mut() = decor;
             Ok(true)
         }
@@ -579,22 +602,55 @@ fn set_value(
     }
 }
 
-/// `new`, written with single quotes when `old` was (containerd 2.x's
-/// `config default` uses TOML literal strings), so an edited line looks
-/// like its neighbours.
-fn same_quotes(old: &Value, new: Value) -> Value {
-    let literal = match old {
-        Value::String(f) => f
+/// A decor prefix as written (`"\n        "`).
+fn raw_prefix(decor: &toml_edit::Decor) -> Option<String> {
+    decor.prefix().and_then(|r| r.as_str()).map(str::to_string)
+}
+
+/// The indentation of a table's `[header]` line.
+fn header_indent(t: &Table) -> Option<String> {
+    let prefix = raw_prefix(t.decor())?;
+    let indent = prefix.rsplit('\n').next().unwrap_or("");
+    (!indent.is_empty() && indent.chars().all(|c| c == ' ' || c == '\t'))
+        .then(|| indent.to_string())
+}
+
+/// How a new key in `t` is indented: like the keys already there, else one
+/// step in from the header. `None` for dotted tables, whose keys are laid
+/// out by their parent.
+fn key_indent(t: &Table) -> Option<String> {
+    if t.is_dotted() {
+        return None;
+    }
+    t.iter()
+        .find_map(|(k, item)| {
+            item.is_value()
+                .then(|| t.key(k).and_then(|k| raw_prefix(k.leaf_decor())))
+                .flatten()
+        })
+        .or_else(|| header_indent(t).map(|i| i + "  "))
+}
+
+/// Whether a value is a string written with single quotes (a TOML literal
+/// string, as containerd 2.x's `config default` writes them).
+fn is_literal(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::String(f)) => f
             .as_repr()
             .and_then(|r| r.as_raw().as_str())
             .is_some_and(|r| r.starts_with('\'')),
         _ => false,
-    };
-    match new.as_str() {
+    }
+}
+
+/// `value`, as a literal string when `literal` and it can be one, so that
+/// an edited line looks like its neighbours.
+fn quoted(value: Value, literal: bool) -> Value {
+    match value.as_str() {
         Some(s) if literal && !s.contains(['\'', '\n', '\r']) => {
-            format!("'{s}'").parse().unwrap_or(new)
+            format!("'{s}'").parse().unwrap_or(value)
         }
-        _ => new,
+        _ => value,
     }
 }
 
