@@ -568,6 +568,26 @@ async fn wrong_types_name_the_key() {
     node.write(CONFIG, "version = 2\nroot = 5\n");
     let e = node.plan().unwrap_err();
     assert!(e.to_string().contains("`root` must be a string"), "{e}");
+    node.write(
+        CONFIG,
+        "version = 2\nimports = [\"/etc/containerd/conf.d/*.toml\", 7]\n",
+    );
+    let e = node.plan().unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("line 2: `imports` must be an array of strings"),
+        "{e}"
+    );
+    node.write(
+        CONFIG,
+        "version = 2\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n",
+    );
+    let p = node.plan().unwrap();
+    assert!(
+        has_note(&p, "config imports /etc/containerd/conf.d/*.toml"),
+        "{:?}",
+        p.notes
+    );
     node.write(CONFIG, "version = 1\n");
     assert_eq!(node.plan().unwrap_err().exit_code(), 68);
 }

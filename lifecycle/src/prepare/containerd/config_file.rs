@@ -116,6 +116,8 @@ pub struct Settings {
     pub runtimes: BTreeMap<String, Runtime>,
     /// Whether `disabled_plugins` switches the CRI off.
     pub cri_disabled: bool,
+    /// `imports`: files containerd merges over this one.
+    pub imports: Vec<String>,
 }
 
 /// What is wrong with a config document. Messages name the key and line.
@@ -417,6 +419,19 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A top-level array of strings; empty when absent.
+    fn strings(&self, key: &str) -> Result<Vec<String>, EditError> {
+        let Some(item) = self.get(&[key])? else {
+            return Ok(Vec::new());
+        };
+        let wrong = || self.wrong(&[key], item, "an array of strings");
+        item.as_array()
+            .ok_or_else(wrong)?
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(wrong))
+            .collect()
+    }
+
     fn schema(&self) -> Result<(Schema, bool), EditError> {
         match self.get(&["version"])? {
             None if self.get(&["plugins"])?.is_none() => Ok((Schema::V2, true)),
@@ -478,18 +493,11 @@ impl<'a> Reader<'a> {
             }
         }
 
-        let mut cri_disabled = false;
-        if let Some(item) = self.get(&["disabled_plugins"])? {
-            let list = item
-                .as_array()
-                .ok_or_else(|| self.wrong(&["disabled_plugins"], item, "an array of strings"))?;
-            for p in list.iter() {
-                let name = p.as_str().ok_or_else(|| {
-                    self.wrong(&["disabled_plugins"], item, "an array of strings")
-                })?;
-                cri_disabled |= schema.cri_plugins().contains(&name);
-            }
-        }
+        let disabled = self.strings("disabled_plugins")?;
+        let cri_disabled = disabled
+            .iter()
+            .any(|p| schema.cri_plugins().contains(&p.as_str()));
+        let imports = self.strings("imports")?;
         Ok(Settings {
             schema,
             root,
@@ -497,6 +505,7 @@ impl<'a> Reader<'a> {
             default_runtime,
             runtimes,
             cri_disabled,
+            imports,
         })
     }
 }

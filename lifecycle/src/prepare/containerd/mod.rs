@@ -161,6 +161,12 @@ pub fn plan(cx: &Context<'_>) -> Result<StepPlan, Error> {
     let mut doc = ConfigFile::parse(&text).map_err(doc_err(&file_name))?;
     let current = doc.settings().clone();
     plan.note(format!("config schema: {:?}", current.schema));
+    if !current.imports.is_empty() {
+        plan.note(format!(
+            "config imports {}: containerd lays their sections over this file, so they can undo what hpk8s sets here",
+            current.imports.join(", ")
+        ));
+    }
 
     let root = wanted_root(cx, &mut plan)?;
     let nvidia_runtime = nvidia_runtime(cx, &mut plan)?;
