@@ -493,7 +493,7 @@ async fn data_root_moves_onto_the_instance_store() {
     );
     assert!(matches!(&p.changes[3], Change::WriteFile { path, .. } if path == Path::new(CONFIG)));
     assert!(
-        services(&p).ends_with(&[ServiceOperation::Restart]),
+        services(&p).ends_with(&[ServiceOperation::Start]),
         "{ops:#?}"
     );
     let cfg = written(&p, CONFIG).unwrap();
@@ -531,6 +531,37 @@ async fn empty_old_root_and_stopped_unit() {
     assert_eq!(
         services(&p),
         vec![ServiceOperation::DaemonReload, ServiceOperation::EnableNow]
+    );
+
+    // Running but not enabled: enabled for the next boot, and restarted so
+    // that the new config takes effect now.
+    node.runner.once(
+        &["systemctl", "is-enabled"],
+        CmdOutput::failed(1, "disabled\n"),
+    );
+    let p = node.plan().unwrap();
+    assert_eq!(
+        services(&p),
+        vec![
+            ServiceOperation::DaemonReload,
+            ServiceOperation::Enable,
+            ServiceOperation::Restart
+        ]
+    );
+    assert!(matches!(p.changes.last(), Some(Change::WaitFor { .. })));
+
+    // Everything in place but containerd stopped: started again.
+    node.converge().await;
+    node.runner.once(
+        &["systemctl", "is-active"],
+        CmdOutput::failed(3, "inactive\n"),
+    );
+    let p = node.plan().unwrap();
+    assert_eq!(services(&p), vec![ServiceOperation::Restart]);
+    assert!(
+        p.changes
+            .iter()
+            .any(|c| c.summary().contains("containerd is not running"))
     );
 }
 

@@ -226,27 +226,25 @@ pub fn plan(cx: &Context<'_>) -> Result<StepPlan, Error> {
     }
 
     let unit = UnitState::query(cx.host)?;
-    let start = if !unit.enabled {
-        Some(Change::service(
+    // Whether containerd will be running with the old configuration when
+    // the changes above are applied (a move stops it first).
+    let running = unit.active && !moving;
+    let changed = config_changed || drop_in_changed || moving;
+    if !unit.enabled && running {
+        plan.push(Change::service(
             UNIT,
-            ServiceOperation::EnableNow,
-            "containerd is not enabled",
-        ))
-    } else if config_changed || drop_in_changed || moving {
-        Some(Change::service(
-            UNIT,
-            ServiceOperation::Restart,
-            "its configuration changed",
-        ))
-    } else if !unit.active {
-        Some(Change::service(
-            UNIT,
-            ServiceOperation::Restart,
-            "containerd is not running",
-        ))
-    } else {
-        None
-    };
+            ServiceOperation::Enable,
+            "containerd would not start at boot",
+        ));
+    }
+    let start = match (unit.enabled, running) {
+        (false, false) => Some((ServiceOperation::EnableNow, "containerd is not enabled")),
+        (true, false) if moving => Some((ServiceOperation::Start, "its data root was copied")),
+        (true, false) => Some((ServiceOperation::Restart, "containerd is not running")),
+        (_, true) if changed => Some((ServiceOperation::Restart, "its configuration changed")),
+        (_, true) => None,
+    }
+    .map(|(op, reason)| Change::service(UNIT, op, reason));
     if let Some(start) = start {
         plan.push(start);
         plan.push(Change::WaitFor {
