@@ -505,6 +505,22 @@ async fn data_root_moves_onto_the_instance_store() {
     node.converge().await;
     assert!(node.path("/opt/dlami/nvme/containerd").is_dir());
 
+    // Opting out leaves `root` alone, even with an instance store.
+    let mut other = Node::new().await;
+    other.config.containerd.data_on_instance_store = false;
+    other.write(
+        "/proc/self/mountinfo",
+        "98 22 9:127 / /opt/dlami/nvme rw - xfs /dev/md127 rw\n",
+    );
+    other.write(CONFIG, DEFAULT_V2);
+    let p = other.plan().unwrap();
+    assert!(
+        written(&p, CONFIG)
+            .unwrap()
+            .contains("root = \"/var/lib/containerd\"")
+    );
+    assert!(has_note(&p, "data_on_instance_store = false"));
+
     // Not a mount point any more: root is left as it is now.
     node.write(
         "/proc/self/mountinfo",
