@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod error;
+pub mod hardware;
 pub mod host;
 pub mod identity;
 pub mod plan;
