@@ -219,9 +219,7 @@ impl Change {
                 unit,
                 operation,
                 reason,
-            } => {
-                format!("systemctl {} {unit} ({reason})", serde_plain(operation))
-            }
+            } => format!("`{}` ({reason})", operation.command(unit).display()),
             Change::Download {
                 url, path, sha256, ..
             } => {
@@ -241,13 +239,6 @@ impl Change {
 
 fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&redact_url(url))
-}
-
-fn serde_plain(op: &ServiceOperation) -> String {
-    serde_json::to_value(op)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 fn short(hex: &str) -> &str {
