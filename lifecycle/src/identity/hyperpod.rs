@@ -13,9 +13,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::arn::ClusterArn;
-use super::roles::RoleRules;
 use super::topology::{Group, Member, Topology, strip_ml};
-use super::{ClusterIdentity, IdentityError, TopologySource};
+use super::{ClusterIdentity, IdentityError, Role, TopologySource};
 
 /// Environment variable through which HyperPod points at `resource_config.json`;
 /// it wins over `identity.resource_config`.
@@ -166,17 +165,9 @@ pub fn parse_provisioning(
 }
 
 impl ResourceConfig {
-    /// Names of the instance groups, in file order.
-    pub fn group_names(&self) -> Vec<&str> {
-        self.instance_groups
-            .iter()
-            .flatten()
-            .filter_map(|g| g.name.as_deref())
-            .collect()
-    }
-
-    /// Checks required fields and builds the topology, roles assigned by `rules`.
-    pub fn topology(&self, path: &Path, rules: &RoleRules) -> Result<Topology, IdentityError> {
+    /// Checks required fields and builds the topology; every group is a
+    /// worker until [`Topology::assign_roles`] says otherwise.
+    pub fn topology(&self, path: &Path) -> Result<Topology, IdentityError> {
         let missing = |field: &str| IdentityError::MissingField {
             path: path.to_path_buf(),
             field: field.to_string(),
@@ -226,7 +217,7 @@ impl ResourceConfig {
                 });
             }
             groups.push(Group {
-                role: rules.role_of(&name),
+                role: Role::Worker,
                 name,
                 instance_type: g.instance_type.as_deref().map(strip_ml),
                 members,
@@ -257,7 +248,7 @@ impl ResourceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Role;
+    use crate::identity::roles::RoleRules;
 
     const EXAMPLE: &str = r#"{
       "ClusterConfig": {
@@ -291,9 +282,9 @@ mod tests {
     fn example_with_unknown_fields_and_null_instances() {
         let p = Path::new("/rc.json");
         let rc = parse_resource_config(EXAMPLE.as_bytes(), p).unwrap();
-        let t = rc
-            .topology(p, &rules(&["controller-machine"], &[]))
-            .unwrap();
+        let mut t = rc.topology(p).unwrap();
+        assert_eq!(t.groups[0].role, Role::Worker);
+        t.assign_roles(&rules(&["controller-machine"], &[]));
         assert_eq!(t.cluster.id.as_deref(), Some("kb8v11zrrpvr"));
         assert_eq!(t.cluster.name, "ml-cluster");
         assert_eq!(t.cluster.region.as_deref(), Some("us-west-2"));
@@ -309,7 +300,6 @@ mod tests {
     #[test]
     fn missing_required_fields_are_named() {
         let p = Path::new("/rc.json");
-        let r = rules(&["a"], &[]);
         for (json, field) in [
             (r#"{"InstanceGroups": []}"#, "ClusterConfig.ClusterArn"),
             (
@@ -332,7 +322,7 @@ mod tests {
             ),
         ] {
             let e = parse_resource_config(json.as_bytes(), p)
-                .and_then(|rc| rc.topology(p, &r))
+                .and_then(|rc| rc.topology(p))
                 .unwrap_err();
             assert!(matches!(e, IdentityError::MissingField { .. }), "{e}");
             assert!(e.to_string().contains(&format!("`{field}`")), "{e}");
@@ -370,7 +360,7 @@ mod tests {
             p,
         )
         .unwrap();
-        let e = rc.topology(p, &rules(&["a"], &[])).unwrap_err();
+        let e = rc.topology(p).unwrap_err();
         assert!(
             e.to_string().contains("Instances[0].CustomerIpAddress"),
             "{e}"
@@ -380,7 +370,7 @@ mod tests {
             p,
         )
         .unwrap();
-        let e = rc.topology(p, &rules(&["a"], &[])).unwrap_err();
+        let e = rc.topology(p).unwrap_err();
         assert!(matches!(e, IdentityError::BadArn { .. }), "{e}");
         assert!(e.to_string().contains("ClusterConfig.ClusterArn"), "{e}");
     }

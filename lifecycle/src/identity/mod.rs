@@ -128,12 +128,26 @@ pub struct NodeIdentity {
 }
 
 /// What the process environment (or a test) overrides.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Overrides {
     /// `SAGEMAKER_RESOURCE_CONFIG_PATH`: wins over `identity.resource_config`.
     pub resource_config: Option<PathBuf>,
+    /// The IMDS contacted when the machine identifies itself as EC2 and no
+    /// `identity.imds_endpoint` is set. [`imds::DEFAULT_ENDPOINT`] except in
+    /// tests, which prove that detection gates the traffic.
+    pub ec2_imds_endpoint: String,
     /// How IMDS requests are retried.
     pub imds_retry: RetryPolicy,
+}
+
+impl Default for Overrides {
+    fn default() -> Self {
+        Self {
+            resource_config: None,
+            ec2_imds_endpoint: imds::DEFAULT_ENDPOINT.to_string(),
+            imds_retry: RetryPolicy::default(),
+        }
+    }
 }
 
 impl Overrides {
@@ -143,7 +157,7 @@ impl Overrides {
             resource_config: std::env::var_os(hyperpod::RESOURCE_CONFIG_ENV)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
-            imds_retry: RetryPolicy::default(),
+            ..Self::default()
         }
     }
 }
@@ -163,7 +177,7 @@ pub async fn resolve_with(
     overrides: &Overrides,
 ) -> Result<NodeIdentity, IdentityError> {
     let mut id = topology_identity(host, config, overrides)?;
-    if let Some(endpoint) = imds_endpoint(host, config) {
+    if let Some(endpoint) = imds_endpoint(host, config, &overrides.ec2_imds_endpoint) {
         let timeout = Duration::from_millis(config.identity.imds_timeout_ms.max(1));
         let client = ImdsClient::new(endpoint, timeout)?.with_retry(overrides.imds_retry);
         let facts = client.instance_facts().await?;
@@ -172,13 +186,13 @@ pub async fn resolve_with(
     Ok(id)
 }
 
-/// The IMDS base URL to use, if any: the configured one, else the real one
-/// only when the machine identifies itself as EC2.
-pub fn imds_endpoint(host: &Host, config: &Config) -> Option<String> {
+/// The IMDS base URL to use, if any: `identity.imds_endpoint` when set, else
+/// `ec2_endpoint` only when the machine identifies itself as EC2.
+pub fn imds_endpoint(host: &Host, config: &Config, ec2_endpoint: &str) -> Option<String> {
     if let Some(e) = &config.identity.imds_endpoint {
         return Some(e.clone());
     }
-    ec2::is_ec2(host).then(|| imds::DEFAULT_ENDPOINT.to_string())
+    ec2::is_ec2(host).then(|| ec2_endpoint.to_string())
 }
 
 fn unreadable(e: FsError) -> IdentityError {
@@ -221,16 +235,17 @@ fn hyperpod_identity(
     bytes: &[u8],
     rc_path: &Path,
 ) -> Result<NodeIdentity, IdentityError> {
-    let rc = hyperpod::parse_resource_config(bytes, rc_path)?;
+    let mut topology = hyperpod::parse_resource_config(bytes, rc_path)?.topology(rc_path)?;
     let (pp_path, pp) = provisioning_parameters(host, &config.identity.provisioning_parameters)?;
     let rules = roles::decide(
         &config.identity,
         pp.as_ref(),
         &pp_path,
-        &rc.group_names(),
+        &topology.group_names(),
         rc_path,
     )?;
-    rc.topology(rc_path, &rules)?.identify(host, config)
+    topology.assign_roles(&rules);
+    topology.identify(host, config)
 }
 
 /// Reads `provisioning_parameters.json` when present: absolute paths under

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use super::address;
+use super::roles::RoleRules;
 use super::{ClusterIdentity, GroupSummary, IdentityError, NodeIdentity, Role, TopologySource};
 use crate::config::Config;
 use crate::host::Host;
@@ -57,6 +58,18 @@ pub fn strip_ml(instance_type: &str) -> String {
 }
 
 impl Topology {
+    /// Names of the instance groups, in inventory order.
+    pub fn group_names(&self) -> Vec<&str> {
+        self.groups.iter().map(|g| g.name.as_str()).collect()
+    }
+
+    /// Sets every group's role from `rules`.
+    pub fn assign_roles(&mut self, rules: &RoleRules) {
+        for g in &mut self.groups {
+            g.role = rules.role_of(&g.name);
+        }
+    }
+
     /// Finds this node in the inventory and describes it.
     pub fn identify(self, host: &Host, config: &Config) -> Result<NodeIdentity, IdentityError> {
         let listed: Vec<(IpAddr, &str)> = self
