@@ -485,7 +485,7 @@ struct Case {
 
 /// Runs `hpk8s identity` against `root` with `env` and returns (code, stderr).
 #[allow(clippy::disallowed_methods)] // test harness launches real components
-fn run_identity(root: &Path, cwd: &Path, env: &[(&str, String)]) -> (i32, String, String) {
+fn run_identity(root: &Path, cwd: &Path, setup: &Setup) -> (i32, String, String) {
     let mut cmd = std::process::Command::new(harness::hpk8s_bin());
     cmd.arg("--root")
         .arg(root)
@@ -495,9 +495,10 @@ fn run_identity(root: &Path, cwd: &Path, env: &[(&str, String)]) -> (i32, String
         .env_remove("SAGEMAKER_RESOURCE_CONFIG_PATH")
         .env_remove("HPK8S_CONFIG")
         .env_remove("HPK8S_ROOT");
-    for (k, v) in env {
+    for (k, v) in &setup.env {
         cmd.env(k, v);
     }
+    cmd.args(&setup.args);
     let out = cmd.output().expect("run hpk8s");
     (
         out.status.code().unwrap_or(-1),
@@ -513,13 +514,21 @@ fn good_rc() -> serde_json::Value {
     inventory().resource_config()
 }
 
-/// Sets up case `name` under `root`; returns extra env for the binary.
-fn setup(name: &str, root: &Path, cwd: &Path) -> Vec<(&'static str, String)> {
+/// Extra environment and arguments for one case.
+#[derive(Default)]
+struct Setup {
+    env: Vec<(&'static str, String)>,
+    args: Vec<String>,
+}
+
+/// Sets up case `name` under `root` (and `cwd`, the binary's working directory).
+fn setup(name: &str, root: &Path, cwd: &Path) -> Setup {
     let w = |p: &str, t: &str| {
         hyperpod::write_text(root, p, t).expect("set up the case");
     };
     let pp = format!("[identity]\nprovisioning_parameters = \"{PROVISIONING_PARAMETERS}\"\n");
     let mut env = Vec::new();
+    let mut args = Vec::new();
     match name {
         "missing" => w(CONFIG, "[identity]\nsource = \"hyperpod\"\n"),
         "unreadable" => {
@@ -606,7 +615,12 @@ fn setup(name: &str, root: &Path, cwd: &Path) -> Vec<(&'static str, String)> {
                 "[identity]\ncontroller_groups = [\"login-group\"]\nlogin_groups = [\"login-group\"]\n",
             );
         }
-        "static-empty" => w(CONFIG, "[identity]\nsource = \"static\"\n"),
+        "static-empty" => {
+            // An explicit --config outside the host root.
+            let path = hyperpod::write_text(cwd, "site.toml", "[identity]\nsource = \"static\"\n")
+                .expect("set up the case");
+            args = vec!["--config".to_string(), path.display().to_string()];
+        }
         "static-no-controller" => w(
             CONFIG,
             "[[identity.nodes]]\nname = \"w\"\naddress = \"10.0.0.2\"\nrole = \"worker\"\n",
@@ -625,7 +639,7 @@ fn setup(name: &str, root: &Path, cwd: &Path) -> Vec<(&'static str, String)> {
         }
         other => panic!("unknown case {other}"),
     }
-    env
+    Setup { env, args }
 }
 
 #[test]
@@ -735,9 +749,9 @@ fn binary_rejects_bad_identity_input_with_distinct_codes_and_changes_nothing() {
         let cwd = dir.path().join("cwd");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(&cwd).unwrap();
-        let env = setup(case.name, &root, &cwd);
+        let setup = setup(case.name, &root, &cwd);
         let before = tree_digest(&root);
-        let (code, stdout, stderr) = run_identity(&root, &cwd, &env);
+        let (code, stdout, stderr) = run_identity(&root, &cwd, &setup);
         let lines: Vec<&str> = stderr.lines().collect();
         let ok = code == case.code
             && stdout.is_empty()

@@ -256,7 +256,7 @@ impl ImdsClient {
                     "{path} timed out after {} ms",
                     self.timeout.as_millis()
                 ))),
-                Err(e) => Err(Failure::Transient(format!("{path}: {}", error_chain(&e)))),
+                Err(e) => Err(Failure::Transient(format!("{path}: {}", root_cause(&e)))),
             }
         };
         let backoff = ExponentialBuilder::default()
@@ -279,17 +279,12 @@ impl ImdsClient {
     }
 }
 
-/// `error sending request: connection refused`: reqwest's outer message
-/// alone says too little.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&s_text)) {
-            parts.push(s_text);
-        }
-        source = s.source();
+/// The innermost cause ("Connection refused (os error 111)"): reqwest's
+/// outer messages repeat the URL, which the error names already.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(s) = cause.source() {
+        cause = s;
     }
-    parts.join(": ")
+    cause.to_string()
 }
