@@ -137,7 +137,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", config.show());
         }
         Command::Identity { output } => {
-            let id = identity::resolve(&host, &config).await?;
+            let id = identity::resolve(&host, &config)
+                .await
+                .map_err(lifecycle::Error::from)?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&id)?),
                 Output::Text => print!("{}", identity::render_text(&id)),
@@ -148,7 +150,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dry_run,
             output,
         } => {
-            let id = identity::resolve(&host, &config).await?;
+            let id = identity::resolve(&host, &config)
+                .await
+                .map_err(lifecycle::Error::from)?;
             let cx = prepare::Context {
                 host: &host,
                 config: &config,

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub mod fixtures;
+pub mod imds;
 pub mod mirror;
 
 /// Whether we run under CI, where tests needing real components must fail

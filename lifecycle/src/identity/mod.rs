@@ -7,33 +7,28 @@
 //! configured. The node's own address is found by matching the host's
 //! interface addresses against the inventory, never by NIC name.
 
+pub mod address;
+pub mod arn;
+pub mod ec2;
+mod error;
+pub mod hyperpod;
+pub mod imds;
+pub mod local;
+pub mod roles;
+pub mod static_topology;
+pub mod topology;
+
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::Config;
-use crate::host::Host;
+pub use error::IdentityError;
+pub use imds::{ImdsClient, InstanceFacts, RetryPolicy};
 
-/// Errors resolving the node identity. Each names the file and field.
-#[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
-    /// No usable address on any interface.
-    #[error("cannot list this host's network addresses: {0}")]
-    Interfaces(#[source] std::io::Error),
-    /// The host has no usable address at all.
-    #[error("this host has no non-loopback address; set node.address in the config")]
-    NoAddress,
-}
-
-impl IdentityError {
-    /// Process exit code for this error (see `docs/exit-codes.md`).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            IdentityError::Interfaces(_) => 20,
-            IdentityError::NoAddress => 21,
-        }
-    }
-}
+use crate::config::{Config, IdentitySource};
+use crate::host::{FsError, Host};
 
 /// The part a node plays in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -132,61 +127,182 @@ pub struct NodeIdentity {
     pub groups: Vec<GroupSummary>,
 }
 
-/// Resolves this node's identity from the configured sources.
-pub async fn resolve(host: &Host, config: &Config) -> Result<NodeIdentity, IdentityError> {
-    local(host, config)
+/// What the process environment (or a test) overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overrides {
+    /// `SAGEMAKER_RESOURCE_CONFIG_PATH`: wins over `identity.resource_config`.
+    pub resource_config: Option<PathBuf>,
+    /// The IMDS contacted when the machine identifies itself as EC2 and no
+    /// `identity.imds_endpoint` is set. [`imds::DEFAULT_ENDPOINT`] except in
+    /// tests, which prove that detection gates the traffic.
+    pub ec2_imds_endpoint: String,
+    /// How IMDS requests are retried.
+    pub imds_retry: RetryPolicy,
 }
 
-/// The documented fallback for a machine with no HyperPod file and no static
-/// topology: a single-node cluster whose only node (this one) is the controller.
-fn local(host: &Host, config: &Config) -> Result<NodeIdentity, IdentityError> {
-    let address = match config.node.address {
-        Some(a) => a,
-        None => {
-            let addrs = host
-                .interface_addresses()
-                .map_err(IdentityError::Interfaces)?;
-            *addrs
-                .iter()
-                .find(|a| a.is_ipv4())
-                .or(addrs.first())
-                .ok_or(IdentityError::NoAddress)?
+impl Default for Overrides {
+    fn default() -> Self {
+        Self {
+            resource_config: None,
+            ec2_imds_endpoint: imds::DEFAULT_ENDPOINT.to_string(),
+            imds_retry: RetryPolicy::default(),
         }
-    };
-    let node_name = config.node.name.clone().unwrap_or_else(|| host.hostname());
-    let name = config
-        .identity
-        .cluster_name
+    }
+}
+
+impl Overrides {
+    /// Overrides from the process environment.
+    pub fn from_env() -> Self {
+        Self {
+            resource_config: std::env::var_os(hyperpod::RESOURCE_CONFIG_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            ..Self::default()
+        }
+    }
+}
+
+/// Resolves this node's identity from the configured sources, with
+/// overrides from the process environment.
+pub async fn resolve(host: &Host, config: &Config) -> Result<NodeIdentity, IdentityError> {
+    resolve_with(host, config, &Overrides::from_env()).await
+}
+
+/// Resolves this node's identity: the topology first (so that bad input
+/// fails before any network traffic), then facts from IMDS when this is EC2
+/// or an endpoint is configured.
+pub async fn resolve_with(
+    host: &Host,
+    config: &Config,
+    overrides: &Overrides,
+) -> Result<NodeIdentity, IdentityError> {
+    let mut id = topology_identity(host, config, overrides)?;
+    if let Some(endpoint) = imds_endpoint(host, config, &overrides.ec2_imds_endpoint) {
+        let timeout = Duration::from_millis(config.identity.imds_timeout_ms.max(1));
+        let client = ImdsClient::new(endpoint, timeout)?.with_retry(overrides.imds_retry);
+        let facts = client.instance_facts().await?;
+        id.apply_instance_facts(facts);
+    }
+    Ok(id)
+}
+
+/// The IMDS base URL to use, if any: `identity.imds_endpoint` when set, else
+/// `ec2_endpoint` only when the machine identifies itself as EC2.
+pub fn imds_endpoint(host: &Host, config: &Config, ec2_endpoint: &str) -> Option<String> {
+    if let Some(e) = &config.identity.imds_endpoint {
+        return Some(e.clone());
+    }
+    ec2::is_ec2(host).then(|| ec2_endpoint.to_string())
+}
+
+fn unreadable(e: FsError) -> IdentityError {
+    match e {
+        FsError::Read { path, source } | FsError::Write { path, source } => {
+            IdentityError::Unreadable { path, source }
+        }
+    }
+}
+
+fn topology_identity(
+    host: &Host,
+    config: &Config,
+    overrides: &Overrides,
+) -> Result<NodeIdentity, IdentityError> {
+    let rc_path = overrides
+        .resource_config
         .clone()
-        .unwrap_or_else(|| "local".into());
-    Ok(NodeIdentity {
-        source: TopologySource::Local,
-        cluster: ClusterIdentity {
-            name,
-            id: None,
-            arn: None,
-            partition: None,
-            region: None,
-            account: None,
+        .unwrap_or_else(|| config.identity.resource_config.clone());
+    let hyperpod_file = || host.read_opt(&rc_path).map_err(unreadable);
+    let static_identity = || static_topology::topology(&config.identity)?.identify(host, config);
+    match config.identity.source {
+        IdentitySource::Static => static_identity(),
+        IdentitySource::Local => local::identity(host, config),
+        IdentitySource::Hyperpod => match hyperpod_file()? {
+            Some(bytes) => hyperpod_identity(host, config, &bytes, &rc_path),
+            None => Err(IdentityError::ResourceConfigMissing { path: rc_path }),
         },
-        node_name,
-        address,
-        role: Role::Controller,
-        joins: true,
-        group: "local".into(),
-        instance_id: None,
-        instance_type: None,
-        region: None,
-        availability_zone: None,
-        lifecycle: None,
-        expected_nodes: 1,
-        groups: vec![GroupSummary {
-            name: "local".into(),
-            role: Role::Controller,
-            instance_type: None,
-            count: 1,
-        }],
-    })
+        IdentitySource::Auto if !config.identity.nodes.is_empty() => static_identity(),
+        IdentitySource::Auto => match hyperpod_file()? {
+            Some(bytes) => hyperpod_identity(host, config, &bytes, &rc_path),
+            None => local::identity(host, config),
+        },
+    }
+}
+
+fn hyperpod_identity(
+    host: &Host,
+    config: &Config,
+    bytes: &[u8],
+    rc_path: &Path,
+) -> Result<NodeIdentity, IdentityError> {
+    let mut topology = hyperpod::parse_resource_config(bytes, rc_path)?.topology(rc_path)?;
+    let (pp_path, pp) = provisioning_parameters(host, &config.identity.provisioning_parameters)?;
+    let rules = roles::decide(
+        &config.identity,
+        pp.as_ref(),
+        &pp_path,
+        &topology.group_names(),
+        rc_path,
+    )?;
+    topology.assign_roles(&rules);
+    topology.identify(host, config)
+}
+
+/// Reads `provisioning_parameters.json` when present: absolute paths under
+/// the host root, relative ones from the current directory (HyperPod runs
+/// lifecycle scripts from their own folder, next to the file).
+fn provisioning_parameters(
+    host: &Host,
+    path: &Path,
+) -> Result<(PathBuf, Option<hyperpod::ProvisioningParameters>), IdentityError> {
+    let (shown, bytes) = if path.is_absolute() {
+        (path.to_path_buf(), host.read_opt(path).map_err(unreadable)?)
+    } else {
+        let full = std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf());
+        let bytes = match std::fs::read(&full) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(IdentityError::Unreadable { path: full, source }),
+        };
+        (full, bytes)
+    };
+    let parsed = bytes
+        .map(|b| hyperpod::parse_provisioning(&b, &shown))
+        .transpose()?;
+    Ok((shown, parsed))
+}
+
+impl NodeIdentity {
+    /// Fills what IMDS knows about this instance; the inventory stays the
+    /// topology, so only instance facts change.
+    pub fn apply_instance_facts(&mut self, facts: InstanceFacts) {
+        if let (Some(listed), Some(actual)) = (&self.instance_id, &facts.instance_id)
+            && listed != actual
+        {
+            tracing::warn!(
+                listed,
+                actual,
+                "the inventory lists another instance id for this address; it may be stale"
+            );
+        }
+        if facts.instance_id.is_some() {
+            self.instance_id = facts.instance_id;
+        }
+        if let Some(t) = facts.instance_type {
+            self.instance_type = Some(topology::strip_ml(&t));
+        }
+        if facts.region.is_some() {
+            self.region = facts.region;
+        }
+        if facts.availability_zone.is_some() {
+            self.availability_zone = facts.availability_zone;
+        }
+        if facts.lifecycle.is_some() {
+            self.lifecycle = facts.lifecycle;
+        }
+    }
 }
 
 /// The identity as a few lines of text for `hpk8s identity`.
@@ -213,6 +329,12 @@ pub fn render_text(id: &NodeIdentity) -> String {
         opt(&id.region),
         opt(&id.availability_zone)
     );
+    let lifecycle = match id.lifecycle {
+        Some(Lifecycle::Spot) => "spot",
+        Some(Lifecycle::OnDemand) => "on-demand",
+        None => "-",
+    };
+    let _ = writeln!(s, "lifecycle:     {lifecycle}");
     let _ = writeln!(
         s,
         "cluster:       {} (id {}, source {:?})",
@@ -226,5 +348,15 @@ pub fn render_text(id: &NodeIdentity) -> String {
         id.expected_nodes,
         id.groups.len()
     );
+    for g in &id.groups {
+        let _ = writeln!(
+            s,
+            "  group {}: {:?}, {} x {}",
+            g.name,
+            g.role,
+            g.count,
+            opt(&g.instance_type)
+        );
+    }
     s
 }
