@@ -475,7 +475,7 @@ async fn mirror_kubelet_unit_uses_install_dir() {
     let plan = node.plan().await.unwrap();
     assert_eq!(
         summaries(&plan),
-        ["systemctl enable kubelet.service (kubeadm expects kubelet to be enabled)"]
+        ["`systemctl enable kubelet.service` (kubeadm expects kubelet to be enabled)"]
     );
 }
 
