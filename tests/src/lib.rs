@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub mod fixtures;
+
 /// Whether we run under CI, where tests needing real components must fail
 /// instead of skipping.
 pub fn in_ci() -> bool {

@@ -137,6 +137,18 @@ pub enum Error {
         /// The value.
         path: PathBuf,
     },
+    /// systemd could not say whether kubelet runs.
+    #[error(
+        "`{command}` exited with status {status}: {stderr}; cannot tell whether kubelet runs, so its files are not copied"
+    )]
+    ServiceState {
+        /// Command line.
+        command: String,
+        /// Exit status.
+        status: i32,
+        /// Its stderr.
+        stderr: String,
+    },
     /// `instance_store.raid_name` cannot name an md array.
     #[error(
         "instance_store.raid_name: `{name}` is not a valid md array name (1–32 of letters, digits, `-`, `_`, `.`)"
@@ -160,6 +172,7 @@ impl Error {
             Error::Busy { .. } => 61,
             Error::InvalidPath { .. } => 62,
             Error::InvalidRaidName { .. } => 63,
+            Error::ServiceState { .. } => 64,
         }
     }
 }
@@ -478,11 +491,13 @@ pub fn plan(cx: &Context<'_>) -> Result<StepPlan, Error> {
                         .arg(device.display().to_string()),
                     format!("{} has no file system", device.display()),
                 ));
-                plan.push(Change::run(
-                    Cmd::new(UDEVADM).args(["settle", "--timeout=60"]),
-                    format!("wait for /dev/disk/by-label/{FS_LABEL}"),
-                ));
             }
+            // Also when an earlier, interrupted run did the mkfs: the mount
+            // unit waits for the by-label link udev creates.
+            plan.push(Change::run(
+                Cmd::new(UDEVADM).args(["settle", "--timeout=60"]),
+                format!("wait for /dev/disk/by-label/{FS_LABEL}"),
+            ));
             plan_store_unit(host, mount_point, false, &mut plan)?;
         }
     }
@@ -668,11 +683,19 @@ fn plan_moves(cx: &Context<'_>, store: &Path, plan: &mut StepPlan) -> Result<(),
     Ok(())
 }
 
-/// `systemctl is-active kubelet.service`: 0 means active; any other status
-/// (3 inactive, 4 no such unit) means there is nothing to stop.
+/// `systemctl is-active kubelet.service`: 0 is active, 3 inactive, 4 no
+/// such unit; anything else means systemd could not tell, and copying a
+/// directory kubelet may be writing is not worth the risk.
 fn kubelet_active(host: &Host) -> Result<bool, Error> {
-    let out = host
-        .runner()
-        .run(&Cmd::new(SYSTEMCTL).args(["is-active", KUBELET_UNIT]))?;
-    Ok(out.status == 0)
+    let cmd = Cmd::new(SYSTEMCTL).args(["is-active", KUBELET_UNIT]);
+    let out = host.runner().run(&cmd)?;
+    match out.status {
+        0 => Ok(true),
+        3 | 4 => Ok(false),
+        status => Err(Error::ServiceState {
+            command: cmd.display(),
+            status,
+            stderr: out.stderr_tail(),
+        }),
+    }
 }
