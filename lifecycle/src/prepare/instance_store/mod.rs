@@ -20,24 +20,23 @@
 //! kubelet stopped: the re-run finds it inactive and does not start it (the
 //! `join` phase starts kubelet through kubeadm anyway).
 
+pub mod disk;
 pub mod nvme;
 pub mod raid;
 pub mod units;
 
 use std::path::{Path, PathBuf};
 
-use crate::host::mounts::Mount;
 use crate::host::{Cmd, CommandError, FileMode, Host};
 use crate::plan::{Change, ServiceOperation, StepPlan};
 
 use super::Context;
+use disk::{Contents, on_device, probe};
 
 /// Step name in plans.
 pub const STEP: &str = "instance-store";
 /// Label of the file system hpk8s creates; the mount unit finds it by this.
 pub const FS_LABEL: &str = "hpk8s-nvme";
-/// Identifies file systems and RAID members on a device.
-pub const BLKID: &str = "blkid";
 /// Creates the file system.
 pub const MKFS_XFS: &str = "mkfs.xfs";
 /// Waits for udev to create `/dev/disk/by-label/…` after `mkfs`.
@@ -52,8 +51,6 @@ pub const KUBELET_UNIT: &str = "kubelet.service";
 pub const KUBELET_DIR: &str = "/var/lib/kubelet";
 /// Container logs.
 pub const POD_LOGS_DIR: &str = "/var/log/pods";
-/// `blkid` type of a disk that belongs to an md array.
-const RAID_MEMBER: &str = "linux_raid_member";
 
 /// Errors of this step (exit codes 55–64).
 #[derive(Debug, thiserror::Error)]
@@ -240,19 +237,6 @@ impl Source {
     }
 }
 
-/// What a disk holds, per `blkid`.
-#[derive(Debug, PartialEq, Eq)]
-enum Contents {
-    /// Nothing recognisable.
-    Blank,
-    /// The file system hpk8s made (an interrupted earlier run).
-    Ours,
-    /// A member of an md array.
-    RaidMember,
-    /// Anything else: never touched.
-    Foreign(String),
-}
-
 /// Looks at the host (read-only: sysfs, mountinfo, `blkid`, `mdadm
 /// --detail --scan`) and decides where the store is or will be.
 fn survey(cx: &Context<'_>, plan: &mut StepPlan) -> Result<Store, Error> {
@@ -366,7 +350,7 @@ fn survey(cx: &Context<'_>, plan: &mut StepPlan) -> Result<Store, Error> {
                     return Err(Error::ForeignArray {
                         device: array.device.clone(),
                         name: cfg.raid_name.clone(),
-                        fs_type: fs_type(host, &array.device)?,
+                        fs_type: disk::fs_type(host, &array.device)?,
                     });
                 }
             };
@@ -405,47 +389,6 @@ fn survey(cx: &Context<'_>, plan: &mut StepPlan) -> Result<Store, Error> {
     })
 }
 
-/// Whether `m` is a mount of `dev` or of one of its partitions.
-fn on_device(m: &Mount, dev: &Path) -> bool {
-    let dev = dev.to_string_lossy();
-    m.source == dev
-        || m.source
-            .strip_prefix(dev.as_ref())
-            .and_then(|rest| rest.strip_prefix('p'))
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// `blkid -o value -s <tag> <dev>`: `None` when blkid finds nothing (exit 2).
-fn blkid(host: &Host, dev: &Path, tag: &str) -> Result<Option<String>, Error> {
-    let cmd = Cmd::new(BLKID)
-        .args(["-o", "value", "-s", tag])
-        .arg(dev.display().to_string());
-    let out = host.runner().run(&cmd)?;
-    match out.status {
-        0 => Ok(Some(out.stdout_str().trim().to_string()).filter(|s| !s.is_empty())),
-        2 => Ok(None),
-        status => Err(Error::Probe {
-            device: dev.to_path_buf(),
-            command: cmd.display(),
-            status,
-            stderr: out.stderr_tail(),
-        }),
-    }
-}
-
-fn fs_type(host: &Host, dev: &Path) -> Result<String, Error> {
-    Ok(blkid(host, dev, "TYPE")?.unwrap_or_else(|| "unknown".into()))
-}
-
-fn probe(host: &Host, dev: &Path) -> Result<Contents, Error> {
-    Ok(match blkid(host, dev, "TYPE")?.as_deref() {
-        None => Contents::Blank,
-        Some(RAID_MEMBER) => Contents::RaidMember,
-        Some("xfs") if blkid(host, dev, "LABEL")?.as_deref() == Some(FS_LABEL) => Contents::Ours,
-        Some(other) => Contents::Foreign(other.to_string()),
-    })
-}
-
 /// What this step would change now.
 pub fn plan(cx: &Context<'_>) -> Result<StepPlan, Error> {
     let host = cx.host;
@@ -466,8 +409,23 @@ pub fn plan(cx: &Context<'_>) -> Result<StepPlan, Error> {
             p.display()
         )),
         Store::Mounted(p) => {
-            plan.note(format!("instance store mounted at {}", p.display()));
-            plan_store_unit(host, p, true, &mut plan)?;
+            // Persist only a file system hpk8s made: another tool's mount
+            // here (the EKS AMI uses the same path) keeps its own unit.
+            let source = host.mount_at(p)?.map(|m| m.source).unwrap_or_default();
+            let label = if source.starts_with("/dev/") {
+                disk::blkid(host, Path::new(&source), "LABEL")?
+            } else {
+                None
+            };
+            if label.as_deref() == Some(FS_LABEL) {
+                plan.note(format!("instance store mounted at {}", p.display()));
+                plan_store_unit(host, p, true, &mut plan)?;
+            } else {
+                plan.note(format!(
+                    "{} is mounted from {source}, which hpk8s did not format: used as it is",
+                    p.display()
+                ));
+            }
         }
         Store::Assemble {
             mount_point,
