@@ -889,7 +889,7 @@ fn cx_with<'a>(host: &'a Host, config: &'a Config, identity: &'a NodeIdentity) -
 
 /// The full p4d node: swap, modules missing, eight disks, kubelet running
 /// with state to copy.
-fn crash_scenario() -> Sim {
+fn p4d_scenario() -> Sim {
     let root = p4d_root().swap("/swapfile").file(
         "/var/lib/kubelet/config.yaml",
         "kind: KubeletConfiguration\n",
@@ -899,46 +899,160 @@ fn crash_scenario() -> Sim {
     sim
 }
 
+/// One disk, pod logs moved too, kubelet stopped.
+fn single_disk_scenario() -> Sim {
+    let root = FakeRoot::new()
+        .ebs("nvme0")
+        .nvme("nvme1", INSTANCE_STORAGE, "AWS1")
+        .file(
+            "/var/lib/kubelet/config.yaml",
+            "kind: KubeletConfiguration\n",
+        )
+        .file("/var/log/pods/default_web-0_uid/web/0.log", "hello\n");
+    Sim::new(root)
+}
+
+/// HyperPod: the DLAMI mounted the store; kubelet ran before.
+fn hyperpod_scenario() -> Sim {
+    let root = FakeRoot::new()
+        .ebs("nvme0")
+        .nvme("nvme1", INSTANCE_STORAGE, "AWS1")
+        .mount("/opt/dlami/nvme", "xfs", "/dev/md127")
+        .dir_at("/opt/dlami/nvme")
+        .file(
+            "/var/lib/kubelet/config.yaml",
+            "kind: KubeletConfiguration\n",
+        );
+    let sim = Sim::new(root);
+    sim.kubelet_active.store(true, Ordering::SeqCst);
+    sim
+}
+
 #[tokio::test]
 async fn a_run_failing_at_any_command_converges_on_the_next_run() {
-    let config = Config::default();
-    let clean = crash_scenario();
-    run_steps(&clean.host(), &config).await.unwrap();
-    let total = clean.runner.calls().len();
-    let (n, s) = plans(&clean.host(), &config).await;
-    assert!(n.changes.is_empty() && s.changes.is_empty());
-    let clean_digest = tree_digest(clean.root.path());
-    assert!(
-        total >= 20,
-        "expected a real sequence of commands, got {total}"
-    );
-
-    for k in 0..total {
-        let sim = crash_scenario();
-        let host = sim.host();
-        sim.runner.fail_at(k);
-        let first = run_steps(&host, &config).await;
-        let failed_call = sim.runner.calls().get(k).cloned();
+    let mut with_logs = Config::default();
+    with_logs.instance_store.move_pod_logs = true;
+    let scenarios: [(&str, fn() -> Sim, Config, usize); 3] = [
+        ("p4d", p4d_scenario, Config::default(), 20),
+        ("single disk", single_disk_scenario, with_logs, 12),
+        ("hyperpod", hyperpod_scenario, Config::default(), 8),
+    ];
+    for (name, scenario, config, at_least) in scenarios {
+        let clean = scenario();
+        run_steps(&clean.host(), &config).await.unwrap();
+        let total = clean.runner.calls().len();
         assert!(
-            first.is_err(),
-            "call {k} ({failed_call:?}) failed but the run succeeded"
+            total >= at_least,
+            "{name}: expected a real sequence of commands, got {:?}",
+            clean.runner.calls()
         );
-        sim.runner.clear_failure();
-        run_steps(&host, &config)
-            .await
-            .unwrap_or_else(|e| panic!("re-run after failing call {k} ({failed_call:?}): {e}"));
-        let (n, s) = plans(&host, &config).await;
+        clean.runner.clear_calls();
+        let (n, s) = plans(&clean.host(), &config).await;
         assert!(
             n.changes.is_empty() && s.changes.is_empty(),
-            "not converged after failing call {k} ({failed_call:?}): {n:#?} {s:#?}"
+            "{name}: {n:#?} {s:#?}"
         );
-        assert_eq!(temp_files(sim.root.path()), Vec::<PathBuf>::new());
-        assert_eq!(
-            tree_digest(sim.root.path()),
-            clean_digest,
-            "root differs from a clean run after failing call {k} ({failed_call:?})"
-        );
+        // A converged node (or one after a reboot) is only looked at.
+        for call in clean.runner.calls() {
+            assert!(
+                call.starts_with("blkid -o value"),
+                "{name}: re-plan ran `{call}`"
+            );
+        }
+        let clean_digest = tree_digest(clean.root.path());
+
+        for k in 0..total {
+            let sim = scenario();
+            let host = sim.host();
+            sim.runner.fail_at(k);
+            let first = run_steps(&host, &config).await;
+            let failed_call = sim.runner.calls().get(k).cloned();
+            assert!(
+                first.is_err(),
+                "{name}: call {k} ({failed_call:?}) failed but the run succeeded"
+            );
+            sim.runner.clear_failure();
+            run_steps(&host, &config).await.unwrap_or_else(|e| {
+                panic!("{name}: re-run after failing call {k} ({failed_call:?}): {e}")
+            });
+            let (n, s) = plans(&host, &config).await;
+            assert!(
+                n.changes.is_empty() && s.changes.is_empty(),
+                "{name}: not converged after failing call {k} ({failed_call:?}): {n:#?} {s:#?}"
+            );
+            assert_eq!(temp_files(sim.root.path()), Vec::<PathBuf>::new());
+            assert_eq!(
+                tree_digest(sim.root.path()),
+                clean_digest,
+                "{name}: root differs from a clean run after failing call {k} ({failed_call:?})"
+            );
+        }
     }
+}
+
+#[tokio::test]
+async fn pod_logs_move_with_kubelet_and_kubelet_state_unknown_is_an_error() {
+    let sim = single_disk_scenario();
+    let host = sim.host();
+    let mut config = Config::default();
+    config.instance_store.move_pod_logs = true;
+    let identity = id(&host, &config).await;
+    let cx = Context {
+        host: &host,
+        config: &config,
+        identity: &identity,
+    };
+    let p = instance_store::plan(&cx).unwrap();
+    let r = runs(&p);
+    assert!(
+        r.contains(&"cp -a /var/lib/kubelet/. /mnt/k8s-disks/kubelet/".to_string()),
+        "{r:?}"
+    );
+    assert!(
+        r.contains(&"cp -a /var/log/pods/. /mnt/k8s-disks/pods-logs/".to_string()),
+        "{r:?}"
+    );
+    let logs = written(&p, "/etc/systemd/system/var-log-pods.mount").unwrap();
+    assert!(
+        logs.lines().any(|l| l == "What=/mnt/k8s-disks/pods-logs"),
+        "{logs}"
+    );
+    // kubelet was not running: nothing to stop or start.
+    assert!(services(&p).iter().all(|(u, _)| u != "kubelet.service"));
+    plan::apply(&host, &p.changes).await.unwrap();
+    assert_eq!(
+        sim.dir()
+            .read("/mnt/k8s-disks/pods-logs/default_web-0_uid/web/0.log")
+            .as_deref(),
+        Some("hello\n")
+    );
+    assert_eq!(
+        host.mount_at("/var/log/pods").unwrap().unwrap().root,
+        Path::new("/pods-logs")
+    );
+
+    // systemd cannot say whether kubelet runs: do not copy under its feet.
+    let sim = single_disk_scenario();
+    sim.runner.once(
+        &["systemctl", "is-active"],
+        CmdOutput::failed(
+            1,
+            "System has not been booted with systemd as init system (PID 1).",
+        ),
+    );
+    let host = sim.host();
+    let cx = Context {
+        host: &host,
+        config: &config,
+        identity: &identity,
+    };
+    let e = instance_store::plan(&cx).unwrap_err();
+    assert_eq!(e.exit_code(), 64, "{e}");
+    assert!(
+        e.to_string()
+            .contains("systemctl is-active kubelet.service"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
