@@ -928,11 +928,14 @@ fn hyperpod_scenario() -> Sim {
     sim
 }
 
+/// Name, fresh world, config, least number of commands a clean run makes.
+type Scenario = (&'static str, fn() -> Sim, Config, usize);
+
 #[tokio::test]
 async fn a_run_failing_at_any_command_converges_on_the_next_run() {
     let mut with_logs = Config::default();
     with_logs.instance_store.move_pod_logs = true;
-    let scenarios: [(&str, fn() -> Sim, Config, usize); 3] = [
+    let scenarios: [Scenario; 3] = [
         ("p4d", p4d_scenario, Config::default(), 20),
         ("single disk", single_disk_scenario, with_logs, 12),
         ("hyperpod", hyperpod_scenario, Config::default(), 8),
