@@ -284,8 +284,18 @@ fn survey(cx: &Context<'_>, plan: &mut StepPlan) -> Result<Store, Error> {
         }
     }
     if inventory.instance_store.is_empty() {
+        plan.note("no instance-store disks: nothing to do");
         return Ok(Store::Absent);
     }
+    plan.note(format!(
+        "instance-store disks: {}",
+        inventory
+            .instance_store
+            .iter()
+            .map(|ns| ns.dev().display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
     let mounts = host.mounts()?;
     let mut candidates: Vec<(PathBuf, Contents)> = Vec::new();
     for ns in &inventory.instance_store {
@@ -367,15 +377,19 @@ fn survey(cx: &Context<'_>, plan: &mut StepPlan) -> Result<Store, Error> {
             Contents::Blank => Some(dev),
             _ => {
                 plan.note(format!(
-                    "{}: member of an md array that is not assembled, left alone",
-                    dev.display()
+                    "{}: member of an md array other than `{}`, left alone",
+                    dev.display(),
+                    cfg.raid_name
                 ));
                 None
             }
         })
         .collect();
     Ok(match blank.len() {
-        0 => Store::Absent,
+        0 => {
+            plan.note("no usable instance-store disks: nothing to do");
+            Store::Absent
+        }
         1 => Store::Assemble {
             mount_point,
             source: Source::Disk(blank[0].clone()),
@@ -400,10 +414,7 @@ pub fn plan(cx: &Context<'_>) -> Result<StepPlan, Error> {
             plan.note("instance_store.enabled = false: local NVMe left alone");
             return Ok(plan);
         }
-        Store::Absent => {
-            plan.note("no instance-store disks: nothing to do");
-            return Ok(plan);
-        }
+        Store::Absent => return Ok(plan),
         Store::Existing(p) => plan.note(format!(
             "using the instance store the image mounted at {}",
             p.display()
