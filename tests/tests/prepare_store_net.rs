@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use harness::fixtures::host_root::{FakeRoot, RootDir, temp_files, tree_digest};
+use harness::fixtures::host_root::{
+    FakeRoot, GPU_CLASS, H100_DEVICE, NVIDIA_VENDOR, RootDir, temp_files, tree_digest,
+};
 use lifecycle::config::Config;
 use lifecycle::host::mounts::parse_mountinfo;
 use lifecycle::host::{Cmd, CmdOutput, Host, ScriptedRunner};
@@ -349,9 +351,9 @@ async fn hyperpod_p5_uses_the_dlami_mount_and_only_moves_kubelet() {
     for gpu in 0..8 {
         root = root.pci_device(
             &format!("0000:{:02x}:00.0", 0x53 + gpu),
-            0x10de,
-            0x2330,
-            0x030200,
+            NVIDIA_VENDOR,
+            H100_DEVICE,
+            GPU_CLASS,
         );
     }
     let root = root
