@@ -1246,3 +1246,48 @@ fn systemd_accepts_the_mount_units() {
             .success()
     );
 }
+
+/// The "is the unit enabled" check reads the links real `systemctl enable`
+/// makes (checked offline with `systemctl --root`).
+#[tokio::test]
+#[allow(clippy::disallowed_methods)] // test harness launches real components
+async fn enabled_units_are_recognised_as_real_systemctl_links_them() {
+    if harness::require(
+        tool("systemctl", &["--version"]),
+        "systemctl (package systemd)",
+    ) {
+        return;
+    }
+    let sim = Sim::new(p4d_root());
+    let host = sim.host();
+    let config = Config::default();
+    run_steps(&host, &config).await.unwrap();
+    let wants = sim.dir().join("/etc/systemd/system/local-fs.target.wants");
+    std::fs::remove_dir_all(&wants).unwrap();
+    let (_, p) = plans(&host, &config).await;
+    let units = ["mnt-k8s\\x2ddisks.mount", "var-lib-kubelet.mount"];
+    assert_eq!(
+        services(&p),
+        vec![
+            (String::new(), ServiceOperation::DaemonReload),
+            (units[0].to_string(), ServiceOperation::EnableNow),
+        ],
+        "only the store unit is re-enabled: kubelet's bind mount is in place"
+    );
+    let out = std::process::Command::new("systemctl")
+        .arg(format!("--root={}", sim.root.path().display()))
+        .arg("enable")
+        .args(units)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for unit in units {
+        assert!(wants.join(unit).is_symlink(), "{unit}");
+    }
+    let (_, again) = plans(&host, &config).await;
+    assert!(again.changes.is_empty(), "{again:#?}");
+}
