@@ -19,6 +19,15 @@
 //! A run interrupted between stopping kubelet and starting it again leaves
 //! kubelet stopped: the re-run finds it inactive and does not start it (the
 //! `join` phase starts kubelet through kubeadm anyway).
+//!
+//! Known limit: the bind mount units order themselves after the store with
+//! `RequiresMountsFor=`, which only works when the store has a mount unit
+//! (ours, or one generated from fstab). An image that mounts its store late
+//! from a service of its own leaves the bind unit skipped at boot (its
+//! `ConditionPathIsMountPoint=` fails) and kubelet on the root disk, with
+//! the contents copied at the time of the move; re-running `hpk8s` copies
+//! those onto the store again (newer files there are overwritten) and
+//! bind-mounts it.
 
 pub mod disk;
 pub mod nvme;
