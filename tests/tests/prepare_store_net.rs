@@ -5,261 +5,25 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is how a test reports failure
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use harness::fixtures::host_root::{
-    FakeRoot, GPU_CLASS, H100_DEVICE, NVIDIA_VENDOR, RootDir, temp_files, tree_digest,
+    FakeRoot, GPU_CLASS, H100_DEVICE, NVIDIA_VENDOR, temp_files, tree_digest,
 };
+use harness::fixtures::sim::SimHost;
 use lifecycle::config::Config;
-use lifecycle::host::mounts::parse_mountinfo;
-use lifecycle::host::{Cmd, CmdOutput, Host, ScriptedRunner};
+use lifecycle::host::{CmdOutput, Host};
 use lifecycle::identity::{self, NodeIdentity};
 use lifecycle::plan::{self, Change, ServiceOperation, StepPlan};
 use lifecycle::prepare::{Context, instance_store, networking};
 
 const INSTANCE_STORAGE: &str = "Amazon EC2 NVMe Instance Storage";
 
-/// What the fake block devices hold: `dev → (TYPE, LABEL)`, plus the
-/// `mdadm --detail --scan` lines of the arrays that are assembled.
-#[derive(Default)]
-struct Devices {
-    fs: HashMap<String, (String, String)>,
-    arrays: Vec<String>,
-}
+/// The simulated host every test here runs on.
+type Sim = SimHost;
 
-/// A fake root plus a scripted runner whose commands change it the way the
-/// real ones change a host.
-struct Sim {
-    root: FakeRoot,
-    runner: ScriptedRunner,
-    devices: Arc<Mutex<Devices>>,
-    kubelet_active: Arc<AtomicBool>,
-}
-
-fn ok() -> CmdOutput {
-    CmdOutput::ok("")
-}
-
-fn args(cmd: &Cmd) -> Vec<String> {
-    cmd.arg_values().map(str::to_string).collect()
-}
-
-fn unit_value(unit: &str, key: &str) -> Option<String> {
-    unit.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .map(str::to_string)
-}
-
-impl Sim {
-    fn new(root: FakeRoot) -> Self {
-        let sim = Sim {
-            root,
-            runner: ScriptedRunner::new(),
-            devices: Arc::default(),
-            kubelet_active: Arc::new(AtomicBool::new(false)),
-        };
-        sim.script();
-        sim
-    }
-
-    fn host(&self) -> Host {
-        self.root.host(&self.runner)
-    }
-
-    fn dir(&self) -> RootDir {
-        self.root.dir()
-    }
-
-    /// Declares what `blkid` finds on `dev`.
-    fn device(&self, dev: &str, fs_type: &str, label: &str) -> &Self {
-        self.devices
-            .lock()
-            .unwrap()
-            .fs
-            .insert(dev.into(), (fs_type.into(), label.into()));
-        self
-    }
-
-    fn array(&self, line: &str) -> &Self {
-        self.devices.lock().unwrap().arrays.push(line.into());
-        self
-    }
-
-    fn script(&self) {
-        let r = &self.runner;
-        for tag in ["TYPE", "LABEL"] {
-            let devices = Arc::clone(&self.devices);
-            r.on_with(&["blkid", "-o", "value", "-s", tag], move |cmd| {
-                let dev = args(cmd).last().cloned().unwrap_or_default();
-                let d = devices.lock().unwrap();
-                let value =
-                    d.fs.get(&dev)
-                        .map(|(t, l)| if tag == "TYPE" { t } else { l });
-                match value.filter(|v| !v.is_empty()) {
-                    Some(v) => CmdOutput::ok(format!("{v}\n")),
-                    None => CmdOutput::failed(2, ""),
-                }
-            });
-        }
-        let devices = Arc::clone(&self.devices);
-        r.on_with(&["mdadm", "--detail", "--scan"], move |_| {
-            let d = devices.lock().unwrap();
-            CmdOutput::ok(
-                d.arrays
-                    .iter()
-                    .map(|l| format!("{l}\n"))
-                    .collect::<String>(),
-            )
-        });
-        let devices = Arc::clone(&self.devices);
-        r.on_with(&["mdadm", "--create"], move |cmd| {
-            let a = args(cmd);
-            let device = a[1].clone();
-            let name = a
-                .iter()
-                .find_map(|x| x.strip_prefix("--name="))
-                .unwrap_or_default()
-                .to_string();
-            let run = a.iter().position(|x| x == "--run").unwrap_or(a.len());
-            let mut d = devices.lock().unwrap();
-            for member in &a[run + 1..] {
-                d.fs.insert(member.clone(), ("linux_raid_member".into(), String::new()));
-            }
-            d.fs.remove(&device);
-            d.arrays.push(format!(
-                "ARRAY {device} metadata=1.2 name=ip-10-1-0-5:{name} UUID=0f1e2d3c:4b5a6978:8796a5b4:c3d2e1f0"
-            ));
-            ok()
-        });
-        let devices = Arc::clone(&self.devices);
-        r.on_with(&["mkfs.xfs"], move |cmd| {
-            let a = args(cmd);
-            let label = a
-                .iter()
-                .position(|x| x == "-L")
-                .and_then(|i| a.get(i + 1))
-                .cloned()
-                .unwrap_or_default();
-            let dev = a.last().cloned().unwrap_or_default();
-            let mut d = devices.lock().unwrap();
-            if d.fs.get(&dev).is_some_and(|(t, _)| !t.is_empty()) {
-                return CmdOutput::failed(
-                    1,
-                    format!("mkfs.xfs: {dev} appears to contain an existing filesystem"),
-                );
-            }
-            d.fs.insert(dev, ("xfs".into(), label));
-            ok()
-        });
-        r.on(&["udevadm", "settle"], ok());
-        r.on(&["systemctl", "daemon-reload"], ok());
-        let (root, devices) = (self.dir(), Arc::clone(&self.devices));
-        r.on_with(&["systemctl", "enable", "--now"], move |cmd| {
-            enable_now(&root, &devices, &args(cmd)[2])
-        });
-        let active = Arc::clone(&self.kubelet_active);
-        r.on_with(&["systemctl", "is-active", "kubelet.service"], move |_| {
-            if active.load(Ordering::SeqCst) {
-                CmdOutput::ok("active\n")
-            } else {
-                CmdOutput {
-                    status: 3,
-                    stdout: b"inactive\n".to_vec(),
-                    stderr: Vec::new(),
-                }
-            }
-        });
-        let active = Arc::clone(&self.kubelet_active);
-        r.on_with(&["systemctl", "stop", "kubelet.service"], move |_| {
-            active.store(false, Ordering::SeqCst);
-            ok()
-        });
-        let active = Arc::clone(&self.kubelet_active);
-        r.on_with(&["systemctl", "start", "kubelet.service"], move |_| {
-            active.store(true, Ordering::SeqCst);
-            ok()
-        });
-        let root = self.dir();
-        r.on_with(&["cp", "-a"], move |cmd| {
-            let a = args(cmd);
-            let src = a[1].trim_end_matches("/.");
-            copy_tree(&root.join(src), &root.join(a[2].trim_end_matches('/')));
-            ok()
-        });
-        let root = self.dir();
-        r.on_with(&["modprobe"], move |cmd| {
-            let name = args(cmd)[0].clone();
-            root.add_module(&name);
-            if name == "br_netfilter" {
-                root.set_sysctl("net.bridge.bridge-nf-call-iptables", "0");
-                root.set_sysctl("net.bridge.bridge-nf-call-ip6tables", "0");
-            }
-            ok()
-        });
-        let root = self.dir();
-        r.on_with(&["swapoff", "-a"], move |_| {
-            root.clear_swaps();
-            ok()
-        });
-    }
-}
-
-/// `systemctl enable --now UNIT.mount`: links the unit and mounts what it says.
-fn enable_now(root: &RootDir, devices: &Mutex<Devices>, unit: &str) -> CmdOutput {
-    let Some(text) = root.read(format!("/etc/systemd/system/{unit}")) else {
-        return CmdOutput::failed(
-            1,
-            format!("Failed to enable unit: Unit file {unit} does not exist."),
-        );
-    };
-    let what = unit_value(&text, "What").unwrap_or_default();
-    let target = unit_value(&text, "Where").unwrap_or_default();
-    let mounts = parse_mountinfo(&root.read("/proc/self/mountinfo").unwrap_or_default());
-    if mounts.iter().any(|m| m.mount_point == Path::new(&target)) {
-        // Already mounted: start is a no-op.
-    } else if unit_value(&text, "Type").as_deref() == Some("none") {
-        let Some(store) = mounts
-            .iter()
-            .filter(|m| {
-                m.mount_point != Path::new("/") && Path::new(&what).starts_with(&m.mount_point)
-            })
-            .max_by_key(|m| m.mount_point.as_os_str().len())
-        else {
-            return CmdOutput::failed(1, format!("{what} is not on a mounted file system"));
-        };
-        let rel = Path::new(&what)
-            .strip_prefix(&store.mount_point)
-            .unwrap_or(Path::new(""));
-        root.add_bind_mount(&target, store.root.join(rel), &store.fs_type, &store.source);
-    } else {
-        let label = what.strip_prefix("/dev/disk/by-label/").unwrap_or_default();
-        let d = devices.lock().unwrap();
-        let Some((dev, _)) = d.fs.iter().find(|(_, (t, l))| t == "xfs" && l == label) else {
-            return CmdOutput::failed(1, format!("Job for {unit} failed: {what} timed out"));
-        };
-        root.add_mount(&target, "xfs", dev);
-    }
-    root.symlink(
-        format!("/etc/systemd/system/local-fs.target.wants/{unit}"),
-        format!("/etc/systemd/system/{unit}"),
-    );
-    ok()
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
+const KUBELET: &str = "kubelet.service";
 
 async fn id(host: &Host, config: &Config) -> NodeIdentity {
     identity::resolve(host, config).await.unwrap()
@@ -429,7 +193,7 @@ async fn p4d_stripes_the_eight_instance_store_disks_and_never_the_ebs_volume() {
         )
         .file("/var/lib/kubelet/pki/kubelet.crt", "cert\n");
     let sim = Sim::new(root);
-    sim.kubelet_active.store(true, Ordering::SeqCst);
+    sim.set_active(KUBELET, true);
     let host = sim.host();
     let config = Config::default();
     let identity = id(&host, &config).await;
@@ -504,10 +268,7 @@ async fn p4d_stripes_the_eight_instance_store_disks_and_never_the_ebs_volume() {
             .as_deref(),
         Some("cert\n")
     );
-    assert!(
-        sim.kubelet_active.load(Ordering::SeqCst),
-        "kubelet restarted"
-    );
+    assert!(sim.is_active(KUBELET), "kubelet restarted");
     let again = instance_store::plan(&cx).unwrap();
     assert!(again.changes.is_empty(), "{again:#?}");
 }
@@ -897,7 +658,7 @@ fn p4d_scenario() -> Sim {
         "kind: KubeletConfiguration\n",
     );
     let sim = Sim::new(root);
-    sim.kubelet_active.store(true, Ordering::SeqCst);
+    sim.set_active(KUBELET, true);
     sim
 }
 
@@ -926,7 +687,7 @@ fn hyperpod_scenario() -> Sim {
             "kind: KubeletConfiguration\n",
         );
     let sim = Sim::new(root);
-    sim.kubelet_active.store(true, Ordering::SeqCst);
+    sim.set_active(KUBELET, true);
     sim
 }
 
