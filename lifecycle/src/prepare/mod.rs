@@ -68,6 +68,13 @@ impl Step {
 
     /// What this step would change now.
     pub async fn plan(self, cx: &Context<'_>) -> Result<StepPlan, Error> {
+        // A login node that does not join runs no kubelet: it only needs
+        // kubectl (the packages step knows), not a container runtime.
+        if !cx.identity.joins && self != Step::Packages {
+            let mut plan = StepPlan::new(self.name());
+            plan.note("this node does not join the cluster (login node): nothing to do");
+            return Ok(plan);
+        }
         Ok(match self {
             Step::Packages => packages::plan(cx).await?,
             Step::Networking => networking::plan(cx)?,
