@@ -14,6 +14,8 @@ pub mod networking;
 pub mod packages;
 
 use crate::Error;
+use tracing::Instrument;
+
 use crate::config::Config;
 use crate::host::Host;
 use crate::identity::NodeIdentity;
@@ -98,31 +100,29 @@ pub async fn plan(cx: &Context<'_>) -> Result<Plan, Error> {
 
 /// Plans and applies each step in turn, recording progress in the state file
 /// after each. Returns what was applied.
+///
+/// Every step is planned once before anything changes: bad input that a
+/// step detects (a broken containerd config, an unreachable mirror) fails
+/// the run with the host untouched, not after earlier steps were applied.
+/// Each step is then planned again right before it is applied, because it
+/// must see what the steps before it did.
 pub async fn apply(cx: &Context<'_>) -> Result<Plan, Error> {
+    let preflight = plan(cx).await?;
     let mut state = State::load(cx.host)?;
-    if let Some(last) = state
-        .phases
-        .get(PHASE)
-        .and_then(|p| p.completed.last())
-        .filter(|_| !state.phases.get(PHASE).is_some_and(|p| p.finished))
-    {
-        tracing::info!(after = %last, "resuming phase prepare");
+    let phase = state.phase(PHASE);
+    if !phase.finished && !phase.completed.is_empty() {
+        tracing::info!(completed = ?phase.completed, "resuming phase prepare");
     }
+    if preflight.is_empty() && phase.finished {
+        tracing::info!("phase prepare: host is up to date");
+        return Ok(preflight);
+    }
+    phase.finished = false;
     let mut applied = Vec::new();
     for step in Step::ALL {
-        let _span = tracing::info_span!("step", step = step.name()).entered();
-        let step_plan = step.plan(cx).await?;
-        if step_plan.changes.is_empty() {
-            tracing::info!("up to date");
-        } else {
-            tracing::info!(changes = step_plan.changes.len(), "applying");
-            plan::apply(cx.host, &step_plan.changes)
-                .await
-                .map_err(|source| Error::Apply {
-                    step: step.name().into(),
-                    source,
-                })?;
-        }
+        let step_plan = apply_step(cx, step)
+            .instrument(tracing::info_span!("step", step = step.name()))
+            .await?;
         let phase = state.phase(PHASE);
         if !phase.completed.iter().any(|s| s == step.name()) {
             phase.completed.push(step.name().into());
@@ -139,4 +139,20 @@ pub async fn apply(cx: &Context<'_>) -> Result<Plan, Error> {
         phase: PHASE.into(),
         steps: applied,
     })
+}
+
+async fn apply_step(cx: &Context<'_>, step: Step) -> Result<StepPlan, Error> {
+    let step_plan = step.plan(cx).await?;
+    if step_plan.changes.is_empty() {
+        tracing::info!("up to date");
+        return Ok(step_plan);
+    }
+    tracing::info!(changes = step_plan.changes.len(), "applying");
+    plan::apply(cx.host, &step_plan.changes)
+        .await
+        .map_err(|source| Error::Apply {
+            step: step.name().into(),
+            source,
+        })?;
+    Ok(step_plan)
 }
