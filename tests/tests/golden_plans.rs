@@ -72,7 +72,10 @@ impl Scenario {
             config: &self.config,
             identity: &id,
         };
-        prepare::apply(&cx).await.map(|_| ()).map_err(|e| e.to_string())
+        prepare::apply(&cx)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// The plan as text, with run-specific paths replaced by placeholders.
@@ -201,9 +204,7 @@ fn self_managed_p4d_worker() -> Scenario {
         );
     }
     let mirror = tempfile::tempdir().unwrap();
-    MirrorBuilder::new(VERSION)
-        .write(mirror.path())
-        .unwrap();
+    MirrorBuilder::new(VERSION).write(mirror.path()).unwrap();
     let mut config = Config::default();
     config.kubernetes.version = VERSION.into();
     config.packages.source = PackageSource::Mirror;
@@ -244,8 +245,12 @@ async fn check_golden(name: &str, scenario: Scenario) {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &text).unwrap();
     }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", path.display()));
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
     if text != want {
         let diff = similar_lines(&want, &text);
         panic!(
@@ -256,7 +261,10 @@ async fn check_golden(name: &str, scenario: Scenario) {
     // Whatever the plan, applying it converges: a second plan is empty.
     scenario.apply().await.unwrap();
     let again = scenario.plan().await;
-    assert!(again.is_empty(), "{name}: second plan is not empty:\n{again}");
+    assert!(
+        again.is_empty(),
+        "{name}: second plan is not empty:\n{again}"
+    );
 }
 
 fn similar_lines(want: &str, got: &str) -> String {
@@ -316,7 +324,10 @@ async fn every_interrupted_run_converges() {
     let clean = self_managed_p4d_worker();
     clean.apply().await.unwrap();
     let commands = clean.sim.runner.calls().len();
-    assert!(commands > 10, "expected a real sequence of commands, got {commands}");
+    assert!(
+        commands > 10,
+        "expected a real sequence of commands, got {commands}"
+    );
     let want = digest_without_state(clean.sim.root.path());
 
     for k in 0..commands {
@@ -338,7 +349,9 @@ async fn every_interrupted_run_converges() {
             temp_files(s.sim.root.path())
         );
         s.sim.runner.clear_failure();
-        s.apply().await.unwrap_or_else(|e| panic!("k={k}: re-run failed: {e}"));
+        s.apply()
+            .await
+            .unwrap_or_else(|e| panic!("k={k}: re-run failed: {e}"));
         assert!(s.plan().await.is_empty(), "k={k}: re-run left changes");
         assert_eq!(
             digest_without_state(s.sim.root.path()),
