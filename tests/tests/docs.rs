@@ -5,6 +5,8 @@
 //!   the built-in defaults, and it lists every key of every section (asked of
 //!   the config loader itself, through its unknown-key message) in the
 //!   structs' order.
+//! - `docs/configuration.md` has a table row for every key, in order, and
+//!   every default it writes as a TOML value is the built-in one.
 //! - `docs/exit-codes.md` lists every exit code that an `exit_code()`
 //!   implementation in `lifecycle/src` returns, each once, and nothing else
 //!   besides the process-level codes.
@@ -17,6 +19,8 @@ use lifecycle::config::{Config, ConfigError};
 
 /// The example config, relative to the workspace root.
 const EXAMPLE: &str = "docs/config.example.toml";
+/// The configuration reference, relative to the workspace root.
+const REFERENCE: &str = "docs/configuration.md";
 /// The exit-code table, relative to the workspace root.
 const EXIT_CODES: &str = "docs/exit-codes.md";
 /// Where the `exit_code()` implementations live.
@@ -327,6 +331,85 @@ fn example_line_helpers() {
     assert_eq!(
         keys,
         expected.map(|(s, k, e)| (s.to_string(), k.to_string(), e))
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The key tables of the configuration reference.
+
+/// `section → [(key, default cell)]` from the tables under the reference's
+/// `### `[section]`` headings, in order.
+fn reference_tables(markdown: &str) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let mut section: Option<String> = None;
+    for line in markdown.lines() {
+        if line.starts_with('#') {
+            section = line
+                .strip_prefix("### `[")
+                .and_then(|r| r.split('`').next())
+                .map(|s| s.trim_matches(|c| c == '[' || c == ']').to_string());
+            continue;
+        }
+        let Some(section) = &section else { continue };
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 4 || !cells[0].is_empty() {
+            continue;
+        }
+        if let Some(key) = cells[1].strip_prefix('`').and_then(|k| k.strip_suffix('`')) {
+            out.entry(section.clone())
+                .or_default()
+                .push((key.to_string(), cells[2].to_string()));
+        }
+    }
+    out
+}
+
+#[test]
+fn reference_tables_list_every_key_with_its_default() {
+    let markdown = read(REFERENCE);
+    let tables = reference_tables(&markdown);
+    let mut sections = accepted_keys("");
+    sections.push("identity.nodes".into());
+    let mut checked = 0;
+    for section in &sections {
+        let rows = tables.get(section).map(Vec::as_slice).unwrap_or_default();
+        let keys: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            accepted_keys(section),
+            "{REFERENCE}: the table of [{section}] differs from lifecycle/src/config.rs (missing, extra or out of order)"
+        );
+        // A default written as one TOML value must be the built-in default.
+        for (key, default) in rows {
+            let Some(value) = default.strip_prefix('`').and_then(|d| d.strip_suffix('`')) else {
+                continue;
+            };
+            if value.contains('`') || section == "identity.nodes" {
+                continue;
+            }
+            let text = format!("[{section}]\n{key} = {value}\n");
+            assert_eq!(
+                parse(&text, REFERENCE),
+                Config::default(),
+                "{REFERENCE}: the default shown for {section}.{key} is not the built-in one"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 25, "only {checked} defaults were checked");
+}
+
+#[test]
+fn reference_table_helper() {
+    let md = "## Keys\n### `[a]`: x\n| Key | Default | Meaning |\n|--|--|--|\n| `k` | `1` | m |\n| `l` | unset | m |\n### `a.k`\n| `v` | x | y |\n";
+    let t = reference_tables(md);
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        t["a"],
+        [
+            ("k".to_string(), "`1`".to_string()),
+            ("l".to_string(), "unset".to_string())
+        ]
     );
 }
 
