@@ -4,6 +4,9 @@
 
 use std::path::PathBuf;
 
+pub mod moto;
+pub mod nvml;
+
 /// Whether we run under CI, where tests needing real components must fail
 /// instead of skipping.
 pub fn in_ci() -> bool {
