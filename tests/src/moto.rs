@@ -101,7 +101,13 @@ impl Moto {
             .stderr(err)
             .spawn()
             .with_context(|| format!("start {} {}", python.display(), launcher().display()))?;
-        let mut moto = Moto { child, port, log, _dir: dir, http: reqwest::Client::new() };
+        let mut moto = Moto {
+            child,
+            port,
+            log,
+            _dir: dir,
+            http: reqwest::Client::new(),
+        };
         moto.wait_ready()?;
         Ok(moto)
     }
@@ -111,13 +117,19 @@ impl Moto {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("moto exited with {status} before it was ready:\n{}", self.log_tail());
+                bail!(
+                    "moto exited with {status} before it was ready:\n{}",
+                    self.log_tail()
+                );
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
                 return Ok(());
             }
             if started.elapsed() > START_TIMEOUT {
-                bail!("moto did not listen on {addr} within {START_TIMEOUT:?}:\n{}", self.log_tail());
+                bail!(
+                    "moto did not listen on {addr} within {START_TIMEOUT:?}:\n{}",
+                    self.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -137,9 +149,18 @@ impl Moto {
 
     async fn post(&self, path: &str, body: &Value) -> Result<Value> {
         let url = format!("{}{path}", self.endpoint());
-        let response = self.http.post(&url).json(body).send().await.with_context(|| format!("POST {url}"))?;
+        let response = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
         let status = response.status();
-        let text = response.text().await.with_context(|| format!("read the answer of POST {url}"))?;
+        let text = response
+            .text()
+            .await
+            .with_context(|| format!("read the answer of POST {url}"))?;
         if !status.is_success() {
             bail!("POST {url} answered {status}: {text}");
         }

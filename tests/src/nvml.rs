@@ -231,7 +231,13 @@ impl FakeGpu {
             remapped_rows: Some(RemappedRows::default()),
             temperature_c: 35,
             throttle_reasons: 0,
-            pcie: Pcie { r#gen: 5, width: 16, max_gen: 5, max_width: 16, replay_counter: 0 },
+            pcie: Pcie {
+                r#gen: 5,
+                width: 16,
+                max_gen: 5,
+                max_width: 16,
+                replay_counter: 0,
+            },
             nvlinks: vec![true; 18],
             supported_events: 0x1 | 0x2 | 0x8,
         }
@@ -263,13 +269,19 @@ impl FakeGpu {
 
     /// Volatile ECC counts (since driver load).
     pub fn ecc_volatile(mut self, corrected: u64, uncorrected: u64) -> Self {
-        self.ecc.volatile = EccCounts { corrected, uncorrected };
+        self.ecc.volatile = EccCounts {
+            corrected,
+            uncorrected,
+        };
         self
     }
 
     /// Aggregate ECC counts (lifetime).
     pub fn ecc_aggregate(mut self, corrected: u64, uncorrected: u64) -> Self {
-        self.ecc.aggregate = EccCounts { corrected, uncorrected };
+        self.ecc.aggregate = EccCounts {
+            corrected,
+            uncorrected,
+        };
         self
     }
 
@@ -290,8 +302,19 @@ impl FakeGpu {
     }
 
     /// Row remapping state.
-    pub fn remapped_rows(mut self, corrected: u32, uncorrected: u32, pending: bool, failure: bool) -> Self {
-        self.remapped_rows = Some(RemappedRows { corrected, uncorrected, pending, failure });
+    pub fn remapped_rows(
+        mut self,
+        corrected: u32,
+        uncorrected: u32,
+        pending: bool,
+        failure: bool,
+    ) -> Self {
+        self.remapped_rows = Some(RemappedRows {
+            corrected,
+            uncorrected,
+            pending,
+            failure,
+        });
         self
     }
 
@@ -370,7 +393,10 @@ const CHILD_ENV: &str = "HPK8S_NVML_STUB_CHILD";
 pub fn run_with_fixture(test: &str, fixture: &NvmlFixture) -> Option<PathBuf> {
     if std::env::var_os(CHILD_ENV).is_some() {
         let path = std::env::var_os(FIXTURE_ENV).map(PathBuf::from);
-        assert!(path.is_some(), "{CHILD_ENV} is set but {FIXTURE_ENV} is not");
+        assert!(
+            path.is_some(),
+            "{CHILD_ENV} is set but {FIXTURE_ENV} is not"
+        );
         return path;
     }
     let dir = tempfile::tempdir().expect("temp dir for the NVML fixture");

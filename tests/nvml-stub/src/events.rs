@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use crate::fixture::Xid;
 use crate::{
     NVML_ERROR_GPU_IS_LOST, NVML_ERROR_INVALID_ARGUMENT, NVML_ERROR_NOT_SUPPORTED,
-    NVML_ERROR_TIMEOUT, NvmlDevice, NvmlReturn, Res, code, handle_for, index_of, initialised,
-    put, with_gpu,
+    NVML_ERROR_TIMEOUT, NvmlDevice, NvmlReturn, Res, code, handle_for, index_of, initialised, put,
+    with_gpu,
 };
 
 /// `nvmlEventTypeXidCriticalError`.
@@ -93,7 +93,9 @@ pub unsafe extern "C" fn nvmlDeviceGetSupportedEventTypes(
     event_types: *mut c_ulonglong,
 ) -> NvmlReturn {
     // SAFETY: the caller's out-pointer contract is passed through.
-    with_gpu(device, |gpu| unsafe { put(event_types, gpu.supported_events) })
+    with_gpu(device, |gpu| unsafe {
+        put(event_types, gpu.supported_events)
+    })
 }
 
 /// `nvmlDeviceRegisterEvents`: NOT_SUPPORTED for bits the GPU does not
@@ -128,7 +130,10 @@ pub unsafe extern "C" fn nvmlDeviceRegisterEvents(
 /// The earliest due, undelivered, registered XID, marked delivered.
 fn take_due(set: &NvmlEventSet, timeline: &[Xid]) -> Option<Xid> {
     let elapsed = u64::try_from(set.created.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let registrations = set.registrations.lock().unwrap_or_else(PoisonError::into_inner);
+    let registrations = set
+        .registrations
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     let mut delivered = set.delivered.lock().unwrap_or_else(PoisonError::into_inner);
     let mut already = delivered.clone();
     let mut due: Vec<Xid> = timeline

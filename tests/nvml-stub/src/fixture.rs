@@ -295,6 +295,10 @@ pub fn current() -> Result<Arc<Fixture>, LoadError> {
         LoadError::Invalid
     })?;
     let fixture = Arc::new(fixture);
-    *cache = Some(Cache { path, stamp, fixture: Arc::clone(&fixture) });
+    *cache = Some(Cache {
+        path,
+        stamp,
+        fixture: Arc::clone(&fixture),
+    });
     Ok(fixture)
 }

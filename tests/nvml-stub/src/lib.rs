@@ -105,7 +105,10 @@ fn handle_for(index: usize) -> *mut NvmlDevice {
 }
 
 fn index_of(device: *mut NvmlDevice) -> Res<usize> {
-    device.addr().checked_sub(1).ok_or(NVML_ERROR_INVALID_ARGUMENT)
+    device
+        .addr()
+        .checked_sub(1)
+        .ok_or(NVML_ERROR_INVALID_ARGUMENT)
 }
 
 /// Runs `f` on the GPU behind `device`, answering the errors every device
@@ -113,7 +116,10 @@ fn index_of(device: *mut NvmlDevice) -> Res<usize> {
 fn with_gpu(device: *mut NvmlDevice, f: impl FnOnce(&Gpu) -> Res) -> NvmlReturn {
     code(|| {
         let fixture = initialised()?;
-        let gpu = fixture.gpus.get(index_of(device)?).ok_or(NVML_ERROR_INVALID_ARGUMENT)?;
+        let gpu = fixture
+            .gpus
+            .get(index_of(device)?)
+            .ok_or(NVML_ERROR_INVALID_ARGUMENT)?;
         if gpu.lost {
             return Err(NVML_ERROR_GPU_IS_LOST);
         }
@@ -252,7 +258,10 @@ pub unsafe extern "C" fn nvmlDeviceGetHandleByIndex_v2(
 ) -> NvmlReturn {
     code(|| {
         let fixture = initialised()?;
-        let gpu = fixture.gpus.get(index as usize).ok_or(NVML_ERROR_INVALID_ARGUMENT)?;
+        let gpu = fixture
+            .gpus
+            .get(index as usize)
+            .ok_or(NVML_ERROR_INVALID_ARGUMENT)?;
         if gpu.lost {
             return Err(NVML_ERROR_GPU_IS_LOST);
         }
@@ -367,7 +376,9 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryErrorCounter(
     count: *mut c_ulonglong,
 ) -> NvmlReturn {
     with_gpu(device, |gpu| {
-        let name = MEMORY_LOCATIONS.get(location as usize).ok_or(NVML_ERROR_INVALID_ARGUMENT)?;
+        let name = MEMORY_LOCATIONS
+            .get(location as usize)
+            .ok_or(NVML_ERROR_INVALID_ARGUMENT)?;
         let counts = match gpu.ecc.by_location.get(*name) {
             Some(c) => (c.volatile, c.aggregate),
             None if location as usize == DEVICE_MEMORY => (gpu.ecc.volatile, gpu.ecc.aggregate),
@@ -391,7 +402,11 @@ pub unsafe extern "C" fn nvmlDeviceGetTotalEccErrors(
     ecc_counts: *mut c_ulonglong,
 ) -> NvmlReturn {
     with_gpu(device, |gpu| {
-        let value = ecc_pick((gpu.ecc.volatile, gpu.ecc.aggregate), error_type, counter_type)?;
+        let value = ecc_pick(
+            (gpu.ecc.volatile, gpu.ecc.aggregate),
+            error_type,
+            counter_type,
+        )?;
         // SAFETY: the caller's out-pointer contract is passed through.
         unsafe { put(ecc_counts, value) }
     })
@@ -485,7 +500,9 @@ pub unsafe extern "C" fn nvmlDeviceGetRetiredPagesPendingStatus(
     is_pending: *mut c_uint,
 ) -> NvmlReturn {
     // SAFETY: the caller's out-pointer contract is passed through.
-    with_gpu(device, |gpu| unsafe { put(is_pending, c_uint::from(gpu.retired_pages_pending)) })
+    with_gpu(device, |gpu| unsafe {
+        put(is_pending, c_uint::from(gpu.retired_pages_pending))
+    })
 }
 
 /// `nvmlDeviceGetRemappedRows`: NOT_SUPPORTED when the fixture has no
@@ -639,7 +656,10 @@ pub unsafe extern "C" fn nvmlDeviceGetNvLinkState(
         if link >= NVML_NVLINK_MAX_LINKS {
             return Err(NVML_ERROR_INVALID_ARGUMENT);
         }
-        let active = *gpu.nvlinks.get(link as usize).ok_or(NVML_ERROR_NOT_SUPPORTED)?;
+        let active = *gpu
+            .nvlinks
+            .get(link as usize)
+            .ok_or(NVML_ERROR_NOT_SUPPORTED)?;
         // SAFETY: the caller's out-pointer contract is passed through.
         unsafe { put(is_active, c_uint::from(active)) }
     })
