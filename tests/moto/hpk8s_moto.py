@@ -34,6 +34,7 @@ import base64
 import hashlib
 import ipaddress
 import json
+import os
 import threading
 import time
 from datetime import datetime, timezone
@@ -117,7 +118,7 @@ class HyperPodNode:
         return status
 
     def summary(self):
-        out = {
+        return {
             "InstanceGroupName": self.instance_group_name,
             "InstanceId": self.instance_id,
             "InstanceType": self.instance_type,
@@ -125,7 +126,6 @@ class HyperPodNode:
             "InstanceStatus": self._status(),
             "PrivateDnsHostname": self.hostname,
         }
-        return out
 
     def describe(self):
         out = self.summary()
@@ -441,7 +441,6 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args()
 
-    import os
     os.environ.setdefault("MOTO_PORT", str(args.port))
     patch_sagemaker()
 

@@ -15,6 +15,7 @@
 //! // env HPK8S_NVML_FIXTURE=path, then Nvml::builder().lib_path(stub_path()).init()
 //! ```
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -161,7 +162,23 @@ pub struct FakeGpu {
     throttle_reasons: u64,
     pcie: Pcie,
     nvlinks: Vec<bool>,
+    nvlink_errors: Vec<NvLinkErrors>,
     supported_events: u64,
+}
+
+/// NVLink error counters of one link (`nvmlDeviceGetNvLinkErrorCounter`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct NvLinkErrors {
+    /// Data link replays.
+    pub replay: u64,
+    /// Data link recoveries.
+    pub recovery: u64,
+    /// Flow-control CRC errors.
+    pub crc_flit: u64,
+    /// Data CRC errors.
+    pub crc_data: u64,
+    /// Data ECC errors.
+    pub ecc_data: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -172,6 +189,13 @@ struct EccCounts {
 
 #[derive(Debug, Clone, Default, Serialize)]
 struct Ecc {
+    volatile: EccCounts,
+    aggregate: EccCounts,
+    by_location: BTreeMap<String, EccByCounter>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+struct EccByCounter {
     volatile: EccCounts,
     aggregate: EccCounts,
 }
@@ -239,6 +263,7 @@ impl FakeGpu {
                 replay_counter: 0,
             },
             nvlinks: vec![true; 18],
+            nvlink_errors: Vec::new(),
             supported_events: 0x1 | 0x2 | 0x8,
         }
     }
@@ -282,6 +307,26 @@ impl FakeGpu {
             corrected,
             uncorrected,
         };
+        self
+    }
+
+    /// ECC counts at one memory location for `nvmlDeviceGetMemoryErrorCounter`
+    /// (`l1_cache`, `l2_cache`, `device_memory`, `register_file`,
+    /// `texture_memory`, `texture_shm`, `cbu`, `sram`), each as
+    /// (corrected, uncorrected). Unlisted locations report the totals for
+    /// `device_memory` and zero elsewhere.
+    pub fn ecc_at(mut self, location: &str, volatile: (u64, u64), aggregate: (u64, u64)) -> Self {
+        let counts = |(corrected, uncorrected)| EccCounts {
+            corrected,
+            uncorrected,
+        };
+        self.ecc.by_location.insert(
+            location.to_owned(),
+            EccByCounter {
+                volatile: counts(volatile),
+                aggregate: counts(aggregate),
+            },
+        );
         self
     }
 
@@ -367,6 +412,15 @@ impl FakeGpu {
         if let Some(l) = self.nvlinks.get_mut(link) {
             *l = false;
         }
+        self
+    }
+
+    /// Error counters of one NVLink.
+    pub fn nvlink_errors(mut self, link: usize, errors: NvLinkErrors) -> Self {
+        if self.nvlink_errors.len() <= link {
+            self.nvlink_errors.resize(link + 1, NvLinkErrors::default());
+        }
+        self.nvlink_errors[link] = errors;
         self
     }
 

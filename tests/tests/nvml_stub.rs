@@ -7,13 +7,16 @@
 
 use std::time::{Duration, Instant};
 
-use harness::nvml::{FakeGpu, NvmlFixture, RetireCause, run_with_fixture, stub_path, throttle};
+use harness::nvml::{
+    FakeGpu, NvLinkErrors, NvmlFixture, RetireCause, run_with_fixture, stub_path, throttle,
+};
 use nvml_wrapper::Nvml;
 use nvml_wrapper::bitmasks::device::ThrottleReasons;
 use nvml_wrapper::bitmasks::event::EventTypes;
 use nvml_wrapper::enum_wrappers::device::{
     EccCounter, MemoryError, MemoryLocation, RetirementCause, TemperatureSensor,
 };
+use nvml_wrapper::enum_wrappers::nv_link::ErrorCounter;
 use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
 
@@ -71,7 +74,16 @@ fn faulty_fixture() -> NvmlFixture {
                 .pcie_current(4, 8)
                 .pcie_max(5, 16)
                 .pcie_replays(42)
-                .nvlink_down(3),
+                .nvlink_down(3)
+                .nvlink_errors(
+                    2,
+                    NvLinkErrors {
+                        replay: 5,
+                        crc_flit: 2,
+                        ..NvLinkErrors::default()
+                    },
+                )
+                .ecc_at("sram", (4, 1), (40, 1)),
         )
 }
 
@@ -130,6 +142,13 @@ fn inventory_and_health_faults_come_back_through_the_wrapper() {
             want
         );
     }
+    let sram = |error, counter| {
+        gpu.memory_error_counter(error, counter, MemoryLocation::SRAM)
+            .unwrap()
+    };
+    assert_eq!(sram(MemoryError::Corrected, EccCounter::Volatile), 4);
+    assert_eq!(sram(MemoryError::Uncorrected, EccCounter::Volatile), 1);
+    assert_eq!(sram(MemoryError::Corrected, EccCounter::Aggregate), 40);
     assert_eq!(
         gpu.memory_error_counter(
             MemoryError::Uncorrected,
@@ -181,6 +200,12 @@ fn inventory_and_health_faults_come_back_through_the_wrapper() {
         gpu.link_wrapper_for(18).is_active(),
         Err(NvmlError::InvalidArg)
     ));
+    let link2 = gpu.link_wrapper_for(2);
+    assert_eq!(link2.error_counter(ErrorCounter::DlReplay).unwrap(), 5);
+    assert_eq!(link2.error_counter(ErrorCounter::DlCrcFlit).unwrap(), 2);
+    assert_eq!(link2.error_counter(ErrorCounter::DlRecovery).unwrap(), 0);
+    let link3 = gpu.link_wrapper_for(3);
+    assert_eq!(link3.error_counter(ErrorCounter::DlReplay).unwrap(), 0);
 
     let supported = gpu.supported_event_types().unwrap();
     assert!(supported.contains(

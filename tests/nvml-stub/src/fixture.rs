@@ -76,6 +76,9 @@ pub struct Gpu {
     /// end are "not supported".
     #[serde(default)]
     pub nvlinks: Vec<bool>,
+    /// NVLink error counters by link index (missing links count zero).
+    #[serde(default)]
+    pub nvlink_errors: Vec<NvLinkErrors>,
     /// `nvmlEventType*` bits this GPU supports (default SBE | DBE | XID).
     #[serde(default = "default_supported_events")]
     pub supported_events: u64,
@@ -195,6 +198,27 @@ impl Default for Pcie {
             replay_counter: 0,
         }
     }
+}
+
+/// `nvmlDeviceGetNvLinkErrorCounter` values for one link.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NvLinkErrors {
+    /// Data link replays (`NVML_NVLINK_ERROR_DL_REPLAY`).
+    #[serde(default)]
+    pub replay: u64,
+    /// Data link recoveries.
+    #[serde(default)]
+    pub recovery: u64,
+    /// Flow-control CRC errors.
+    #[serde(default)]
+    pub crc_flit: u64,
+    /// Data CRC errors.
+    #[serde(default)]
+    pub crc_data: u64,
+    /// Data ECC errors.
+    #[serde(default)]
+    pub ecc_data: u64,
 }
 
 /// One scheduled XID.

@@ -664,3 +664,39 @@ pub unsafe extern "C" fn nvmlDeviceGetNvLinkState(
         unsafe { put(is_active, c_uint::from(active)) }
     })
 }
+
+/// `nvmlDeviceGetNvLinkErrorCounter`: links as for `nvmlDeviceGetNvLinkState`.
+///
+/// # Safety
+/// `value` must be null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nvmlDeviceGetNvLinkErrorCounter(
+    device: *mut NvmlDevice,
+    link: c_uint,
+    counter: c_uint,
+    value: *mut c_ulonglong,
+) -> NvmlReturn {
+    with_gpu(device, |gpu| {
+        if link >= NVML_NVLINK_MAX_LINKS {
+            return Err(NVML_ERROR_INVALID_ARGUMENT);
+        }
+        if link as usize >= gpu.nvlinks.len() {
+            return Err(NVML_ERROR_NOT_SUPPORTED);
+        }
+        let errors = gpu
+            .nvlink_errors
+            .get(link as usize)
+            .copied()
+            .unwrap_or_default();
+        let count = match counter {
+            0 => errors.replay,
+            1 => errors.recovery,
+            2 => errors.crc_flit,
+            3 => errors.crc_data,
+            4 => errors.ecc_data,
+            _ => return Err(NVML_ERROR_INVALID_ARGUMENT),
+        };
+        // SAFETY: the caller's out-pointer contract is passed through.
+        unsafe { put(value, count) }
+    })
+}
