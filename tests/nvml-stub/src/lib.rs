@@ -700,3 +700,61 @@ pub unsafe extern "C" fn nvmlDeviceGetNvLinkErrorCounter(
         unsafe { put(value, count) }
     })
 }
+
+#[cfg(test)]
+mod layout {
+    use std::mem::{align_of, offset_of, size_of};
+
+    use nvml_wrapper_sys::bindings::{nvmlEventData_t, nvmlPciInfo_t};
+
+    use crate::NvmlPciInfo;
+    use crate::events::NvmlEventData;
+
+    #[test]
+    fn pci_info_matches_the_bindings() {
+        assert_eq!(size_of::<NvmlPciInfo>(), size_of::<nvmlPciInfo_t>());
+        assert_eq!(align_of::<NvmlPciInfo>(), align_of::<nvmlPciInfo_t>());
+        assert_eq!(
+            offset_of!(NvmlPciInfo, domain),
+            offset_of!(nvmlPciInfo_t, domain)
+        );
+        assert_eq!(offset_of!(NvmlPciInfo, bus), offset_of!(nvmlPciInfo_t, bus));
+        assert_eq!(
+            offset_of!(NvmlPciInfo, device),
+            offset_of!(nvmlPciInfo_t, device)
+        );
+        assert_eq!(
+            offset_of!(NvmlPciInfo, pci_device_id),
+            offset_of!(nvmlPciInfo_t, pciDeviceId)
+        );
+        assert_eq!(
+            offset_of!(NvmlPciInfo, pci_sub_system_id),
+            offset_of!(nvmlPciInfo_t, pciSubSystemId)
+        );
+        assert_eq!(
+            offset_of!(NvmlPciInfo, bus_id),
+            offset_of!(nvmlPciInfo_t, busId)
+        );
+    }
+
+    #[test]
+    fn event_data_matches_the_bindings() {
+        assert_eq!(size_of::<NvmlEventData>(), size_of::<nvmlEventData_t>());
+        assert_eq!(
+            offset_of!(NvmlEventData, event_type),
+            offset_of!(nvmlEventData_t, eventType)
+        );
+        assert_eq!(
+            offset_of!(NvmlEventData, event_data),
+            offset_of!(nvmlEventData_t, eventData)
+        );
+        assert_eq!(
+            offset_of!(NvmlEventData, gpu_instance_id),
+            offset_of!(nvmlEventData_t, gpuInstanceId)
+        );
+        assert_eq!(
+            offset_of!(NvmlEventData, compute_instance_id),
+            offset_of!(nvmlEventData_t, computeInstanceId)
+        );
+    }
+}
