@@ -7,6 +7,8 @@ use std::path::PathBuf;
 pub mod fixtures;
 pub mod imds;
 pub mod mirror;
+pub mod moto;
+pub mod nvml;
 
 /// Whether we run under CI, where tests needing real components must fail
 /// instead of skipping.
