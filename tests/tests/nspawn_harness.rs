@@ -1,0 +1,159 @@
+//! The real-systemd-node harness itself: a node boots with systemd as PID 1
+//! and containerd running, owns its network sysctls, sees a loop-mounted xfs
+//! as a mount point, reaches servers on its namespace's loopback, and leaves
+//! nothing behind (process, namespace, mount, loop device) when dropped.
+
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use harness::netns::{self, Netns};
+use harness::node::{self, LoopXfs, NspawnNode};
+
+const HOST_IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+fn host_ip_forward() -> String {
+    std::fs::read_to_string(HOST_IP_FORWARD)
+        .expect("read host ip_forward")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn node_boots_owns_its_sysctls_and_cleans_up() {
+    if node::require() || harness::require(node::loop_xfs_available(), "losetup and mkfs.xfs") {
+        return;
+    }
+    let host_forward = host_ip_forward();
+    let xfs = LoopXfs::new(512 << 20).expect("loop xfs");
+    let device = xfs.device().to_string();
+    let image = xfs.image();
+
+    let netns = Netns::new().expect("netns");
+    netns.add_address("10.1.38.128/32", "lo").expect("address");
+    let listener = netns
+        .listen_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .expect("listener inside the namespace");
+    let port = listener.local_addr().expect("port").port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.write_all(b"hello from the namespace\n")
+            .expect("write");
+    });
+
+    let mut node = NspawnNode::builder()
+        .netns(netns)
+        .bind(xfs.mount_point(), "/opt/dlami/nvme")
+        .file("/etc/hpk8s-test/fixture", "fixture-contents", 0o600)
+        .boot()
+        .expect("node boots");
+    let ns_path = node.netns().path();
+    let node_dir = node.root().parent().expect("node dir").to_path_buf();
+    let leader = node.leader_pid();
+
+    // systemd is PID 1 and containerd runs as its service.
+    assert_eq!(node.exec_ok(&["cat", "/proc/1/comm"]).unwrap(), "systemd");
+    assert_eq!(
+        node.exec_ok(&["systemctl", "is-active", "containerd"])
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", node.journal("containerd"))),
+        "active"
+    );
+    assert!(node.journal("containerd").contains("containerd"));
+
+    // Files placed before boot are there, with their mode.
+    assert_eq!(
+        node.exec_ok(&["stat", "-c", "%a %s", "/etc/hpk8s-test/fixture"])
+            .unwrap(),
+        "600 16"
+    );
+
+    // The xfs is a mount point inside, and writes land on the loop device.
+    let mountinfo = node.exec_ok(&["cat", "/proc/self/mountinfo"]).unwrap();
+    assert!(
+        mountinfo
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some("/opt/dlami/nvme") && l.contains(" - xfs ")),
+        "{mountinfo}"
+    );
+    node.exec_ok(&["sh", "-c", "echo probe > /opt/dlami/nvme/probe"])
+        .unwrap();
+    assert!(xfs.mount_point().join("probe").exists());
+
+    // The node's address and sysctls are its own.
+    let addrs = node
+        .exec_ok(&["ip", "-o", "addr", "show", "dev", "lo"])
+        .unwrap();
+    assert!(addrs.contains("10.1.38.128/32"), "{addrs}");
+    node.exec_ok(&["sysctl", "-w", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    assert_eq!(
+        node.exec_ok(&["sysctl", "-n", "net.ipv4.ip_forward"])
+            .unwrap(),
+        "1"
+    );
+    assert_eq!(node.netns().sysctl("net.ipv4.ip_forward").unwrap(), "1");
+    assert_eq!(
+        host_ip_forward(),
+        host_forward,
+        "the host's ip_forward changed"
+    );
+
+    // A server on the namespace's loopback is reachable from inside.
+    let got = node
+        .exec_ok(&[
+            "bash",
+            "-c",
+            &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; cat <&3"),
+        ])
+        .unwrap();
+    assert_eq!(got, "hello from the namespace");
+    server.join().expect("server thread");
+
+    // Stop, then nothing is left behind.
+    node.stop().expect("stop");
+    assert!(
+        !node::pid_running(leader),
+        "the node's systemd survived stop"
+    );
+    drop(node);
+    assert!(!ns_path.exists(), "{} left behind", ns_path.display());
+    assert!(!node_dir.exists(), "{} left behind", node_dir.display());
+    assert!(node::mounts_under(&node_dir).is_empty());
+    let xfs_dir = xfs.mount_point().parent().expect("xfs dir").to_path_buf();
+    drop(xfs);
+    assert!(node::mounts_under(&xfs_dir).is_empty());
+    assert!(!xfs_dir.exists());
+    assert!(
+        !node::loop_devices()
+            .iter()
+            .any(|(dev, back)| *dev == device || back == &image),
+        "loop device {device} still attached"
+    );
+}
+
+#[test]
+fn namespaces_of_dead_test_processes_are_swept() {
+    if harness::require(netns::available(), "root with iproute2") {
+        return;
+    }
+    let live = Netns::new().expect("netns");
+    // A pid that certainly belonged to a process that has exited.
+    #[allow(clippy::disallowed_methods)] // test harness launches real components
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let dead = child.id();
+    child.wait().expect("wait");
+    let name = format!("{}{dead}-0", netns::PREFIX);
+    #[allow(clippy::disallowed_methods)] // test harness launches real components
+    let status = std::process::Command::new("ip")
+        .args(["netns", "add", &name])
+        .status()
+        .expect("ip netns add");
+    assert!(status.success());
+
+    let swept = netns::sweep_stale();
+    assert!(swept.contains(&name), "{swept:?}");
+    assert!(!Path::new(netns::NETNS_DIR).join(&name).exists());
+    assert!(live.path().exists(), "a live process's namespace was swept");
+}
