@@ -32,6 +32,9 @@ pub const PACKAGES: &[&str] = &[
     "runc",
     "ca-certificates",
     "procps",
+    // A real host has modprobe; nodes share the host kernel, whose modules
+    // are built in here.
+    "kmod",
 ];
 /// Bumped whenever the post-debootstrap tweaks change, so caches rebuild.
 const RECIPE_VERSION: &str = "1";
@@ -42,10 +45,13 @@ const APT_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
 /// Used when [`APT_SOURCES`] names no Debian mirror.
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// Node copies and loop images live on disk, not on a tmpfs `/tmp`.
-const WORK_DIR: &str = "/var/tmp";
-/// Prefix of per-node and per-loop-image directories under [`WORK_DIR`].
-const NODE_DIR_PREFIX: &str = "hpk8s-node-";
-const XFS_DIR_PREFIX: &str = "hpk8s-xfs-";
+pub const WORK_DIR: &str = "/var/tmp";
+/// Prefix of per-node directories under [`WORK_DIR`], followed by the
+/// owner's pid and `-`.
+pub const NODE_DIR_PREFIX: &str = "hpk8s-node-";
+/// Prefix of per-loop-image directories under [`WORK_DIR`], followed by the
+/// owner's pid and `-`.
+pub const XFS_DIR_PREFIX: &str = "hpk8s-xfs-";
 
 const DEBOOTSTRAP: &str = "debootstrap";
 const NSPAWN: &str = "systemd-nspawn";
@@ -65,6 +71,10 @@ const NODE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 
 /// How long a node may take to reach `running`/`degraded`.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default limit for one command run inside a node.
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
+/// Exit status of `timeout` when the limit was hit.
+const TIMED_OUT: i32 = 124;
 /// How long an orderly power-off may take before the node is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -172,7 +182,33 @@ pub fn rootfs() -> anyhow::Result<PathBuf> {
     fs::write(tmp.join(READY_MARKER), PACKAGES.join("\n"))?;
     fs::rename(&tmp, &done)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), done.display()))?;
+    remove_outdated(cache, &name);
     Ok(done)
+}
+
+/// Removes cached trees of other package lists (earlier versions of this
+/// harness), each only when nobody is building it right now.
+fn remove_outdated(cache: &Path, current: &str) {
+    let Ok(entries) = fs::read_dir(cache) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let n = entry.file_name().to_string_lossy().into_owned();
+        let Some(lock_name) = n.strip_suffix(".lock") else {
+            continue;
+        };
+        if lock_name == current || !lock_name.starts_with("rootfs-") {
+            continue;
+        }
+        let Ok(lock) = File::open(entry.path()) else {
+            continue;
+        };
+        if lock.try_lock().is_ok() {
+            eprintln!("removing outdated node root file system {lock_name}");
+            let _ = fs::remove_dir_all(cache.join(lock_name));
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Marks a complete cached tree.
@@ -394,17 +430,14 @@ impl NspawnNode {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    fn nsenter(&self, timeout: Option<Duration>) -> Command {
+    /// `timeout … nsenter` into every namespace and the root of the node's
+    /// PID 1, with a clean environment (the host's `PATH` may point at
+    /// pyenv or cargo directories that do not exist inside).
+    fn nsenter(&self, timeout: Duration) -> Command {
         #[allow(clippy::disallowed_methods)] // test harness launches real components
-        let mut c = match timeout {
-            Some(t) => {
-                let mut c = Command::new(TIMEOUT);
-                c.args(["-k", "5", &t.as_secs().max(1).to_string(), NSENTER]);
-                c
-            }
-            None => Command::new(NSENTER),
-        };
-        c.args(["-t", &self.leader.to_string(), "-a", "-r", "-w", "--"])
+        let mut c = Command::new(TIMEOUT);
+        c.args(["-k", "5", &timeout.as_secs().max(1).to_string(), NSENTER])
+            .args(["-t", &self.leader.to_string(), "-a", "-r", "-w", "--"])
             .env_clear()
             .env("PATH", NODE_PATH)
             .env("HOME", "/root")
@@ -414,17 +447,28 @@ impl NspawnNode {
     }
 
     /// Runs `argv` inside the node (all its namespaces, its root) and
-    /// captures stdout, stderr and the exit status.
+    /// captures stdout, stderr and the exit status. A command still running
+    /// after [`EXEC_TIMEOUT`] is killed (exit status 124).
     pub fn exec(&self, argv: &[&str]) -> anyhow::Result<Output> {
-        self.exec_env(argv, &[])
+        self.exec_with(argv, &[], EXEC_TIMEOUT)
     }
 
-    /// [`exec`](Self::exec) with extra environment variables.
-    pub fn exec_env(&self, argv: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Output> {
-        let mut c = self.nsenter(None);
+    /// [`exec`](Self::exec) with extra environment variables and a time limit.
+    pub fn exec_with(
+        &self,
+        argv: &[&str],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> anyhow::Result<Output> {
+        let mut c = self.nsenter(timeout);
         c.args(argv).envs(env.iter().copied());
-        c.output()
-            .with_context(|| format!("cannot run {argv:?} in node {}", self.name))
+        let out = c
+            .output()
+            .with_context(|| format!("cannot run {argv:?} in node {}", self.name))?;
+        if out.status.code() == Some(TIMED_OUT) {
+            eprintln!("{argv:?} in node {} timed out after {timeout:?}", self.name);
+        }
+        Ok(out)
     }
 
     /// Runs `argv` inside the node and returns its trimmed stdout, failing
@@ -496,7 +540,7 @@ impl NspawnNode {
                 );
             }
             let out = self
-                .nsenter(Some(left))
+                .nsenter(left)
                 .args(["systemctl", "is-system-running", "--wait"])
                 .output()
                 .context("cannot run nsenter")?;
@@ -834,6 +878,22 @@ mod tests {
             mirror_from_sources("Types: deb\nSuites: trixie\nURIs: http://x\n"),
             None
         );
+    }
+
+    #[test]
+    fn outdated_root_file_systems_go_unless_in_use() {
+        let cache = tempfile::tempdir().unwrap();
+        for n in ["rootfs-old", "rootfs-busy", "rootfs-new"] {
+            fs::create_dir(cache.path().join(n)).unwrap();
+            File::create(cache.path().join(format!("{n}.lock"))).unwrap();
+        }
+        let busy = File::open(cache.path().join("rootfs-busy.lock")).unwrap();
+        busy.lock().unwrap();
+        remove_outdated(cache.path(), "rootfs-new");
+        assert!(!cache.path().join("rootfs-old").exists());
+        assert!(!cache.path().join("rootfs-old.lock").exists());
+        assert!(cache.path().join("rootfs-busy").exists());
+        assert!(cache.path().join("rootfs-new").exists());
     }
 
     #[test]

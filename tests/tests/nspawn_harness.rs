@@ -157,3 +157,57 @@ fn namespaces_of_dead_test_processes_are_swept() {
     assert!(!Path::new(netns::NETNS_DIR).join(&name).exists());
     assert!(live.path().exists(), "a live process's namespace was swept");
 }
+
+#[test]
+fn node_directories_of_dead_test_processes_are_swept() {
+    if harness::require(node::loop_xfs_available(), "root with losetup") {
+        return;
+    }
+    let dir = Path::new(node::WORK_DIR).join(format!(
+        "{}{}-sweeptest",
+        node::NODE_DIR_PREFIX,
+        dead_pid()
+    ));
+    let mnt = dir.join("root/mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    let image = dir.join("disk.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(1 << 20))
+        .expect("image");
+    let device = run(&["losetup", "-f", "--show", &image.to_string_lossy()]);
+    run(&["mount", "-t", "tmpfs", "tmpfs", &mnt.to_string_lossy()]);
+
+    node::sweep_stale();
+    assert!(node::mounts_under(&dir).is_empty(), "mount left behind");
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert!(
+        !node::loop_devices().iter().any(|(d, _)| *d == device),
+        "loop device {device} left attached"
+    );
+}
+
+/// A pid that certainly belonged to a process that has exited.
+fn dead_pid() -> u32 {
+    #[allow(clippy::disallowed_methods)] // test harness launches real components
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let pid = child.id();
+    child.wait().expect("wait");
+    pid
+}
+
+/// Runs a command that must succeed; returns its trimmed stdout.
+fn run(argv: &[&str]) -> String {
+    #[allow(clippy::disallowed_methods)] // test harness launches real components
+    let out = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
