@@ -63,12 +63,16 @@ fi
 export HPK8S_MOTO_PYTHON="$VENV/bin/python"
 
 step "tests"
+tests_rc=0
 if cargo nextest --version >/dev/null 2>&1; then
-	cargo nextest run --workspace --no-fail-fast
+	cargo nextest run --workspace --no-fail-fast || tests_rc=$?
 	# nextest does not run doctests.
-	cargo test --workspace --doc
+	cargo test --workspace --doc || tests_rc=$?
 else
-	cargo test --workspace --no-fail-fast
+	cargo test --workspace --no-fail-fast || tests_rc=$?
+fi
+if [[ $tests_rc -ne 0 ]]; then
+	exit "$tests_rc"
 fi
 
 CURRENT_STEP="done"

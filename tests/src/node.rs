@@ -288,6 +288,10 @@ impl NodeBuilder {
 
     /// Copies the cached root file system, boots it and waits until systemd
     /// reports `running` or `degraded`.
+    ///
+    /// The node lives at most as long as the thread that booted it: nspawn
+    /// gets SIGTERM when that thread exits, so a test killed half-way does
+    /// not leave a running container behind.
     #[allow(clippy::disallowed_methods)] // test harness launches real components
     pub fn boot(self) -> anyhow::Result<NspawnNode> {
         sweep_stale();
