@@ -19,6 +19,7 @@ pub const PREFIX: &str = "hpk8s-";
 /// Where `ip netns` keeps its named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
 const IP: &str = "ip";
+const SYSCTL: &str = "sysctl";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -69,7 +70,7 @@ impl Netns {
     #[allow(clippy::disallowed_methods)] // test harness launches real components
     pub fn exec(&self, argv: &[&str]) -> anyhow::Result<Output> {
         let (prog, args) = argv.split_first().context("empty command")?;
-        Command::new(IP)
+        Command::new(resolve(IP).unwrap_or_else(|| PathBuf::from(IP)))
             .args(["netns", "exec", &self.name, prog])
             .args(args)
             .output()
@@ -96,7 +97,8 @@ impl Netns {
 
     /// Reads a sysctl of this namespace (e.g. `net.ipv4.ip_forward`).
     pub fn sysctl(&self, key: &str) -> anyhow::Result<String> {
-        let out = self.exec(&["sysctl", "-n", key])?;
+        let sysctl = resolve(SYSCTL).unwrap_or_else(|| SYSCTL.into());
+        let out = self.exec(&[&sysctl.to_string_lossy(), "-n", key])?;
         if !out.status.success() {
             bail!(
                 "sysctl -n {key} in {} failed: {}",
@@ -143,16 +145,22 @@ pub fn owner_pid(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-/// Whether `prog` is an executable in one of `$PATH`'s directories (or,
-/// for a name with a slash, exists).
+/// Whether `prog` can be run here (see [`resolve`]).
 pub fn on_path(prog: &str) -> bool {
+    resolve(prog).is_some()
+}
+
+/// Finds `prog` in `$PATH` and the sbin directories (a non-login root shell
+/// may lack them in `$PATH`); a name with a slash is taken as is.
+pub fn resolve(prog: &str) -> Option<PathBuf> {
     if prog.contains('/') {
-        return Path::new(prog).exists();
+        return Some(PathBuf::from(prog)).filter(|p| p.exists());
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .any(|d| d.join(prog).is_file())
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
 }
 
 /// Whether a process with this pid exists.
@@ -163,7 +171,7 @@ pub fn pid_alive(pid: u32) -> bool {
 /// Runs a command, failing with its stderr when it exits non-zero.
 #[allow(clippy::disallowed_methods)] // test harness launches real components
 pub(crate) fn run(prog: &str, args: &[&str]) -> anyhow::Result<Output> {
-    let out = Command::new(prog)
+    let out = Command::new(resolve(prog).unwrap_or_else(|| PathBuf::from(prog)))
         .args(args)
         .output()
         .with_context(|| format!("cannot run {prog} {}", args.join(" ")))?;

@@ -18,7 +18,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
 
-use crate::netns::{self, Netns, on_path, pid_alive, run};
+use crate::netns::{self, Netns, on_path, pid_alive, resolve, run};
 
 /// Debian release of every node.
 pub const SUITE: &str = "bookworm";
@@ -177,7 +177,14 @@ pub fn rootfs() -> anyhow::Result<PathBuf> {
         DEBOOTSTRAP,
         &["--variant=minbase", &include, SUITE, &tmp_str, &mirror],
     )
-    .context("debootstrap failed (is the Debian mirror reachable?)")?;
+    .with_context(|| {
+        let log = fs::read_to_string(tmp.join("debootstrap/debootstrap.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        format!(
+            "debootstrap from {mirror} failed (is the mirror reachable?); end of its log:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    })?;
     customise(&tmp)?;
     fs::write(tmp.join(READY_MARKER), PACKAGES.join("\n"))?;
     fs::rename(&tmp, &done)
@@ -332,11 +339,12 @@ impl NodeBuilder {
 
         let log_path = dir.path().join("console.log");
         let log = File::create(&log_path)?;
-        let mut cmd = Command::new(SETPRIV);
+        let mut cmd = Command::new(resolve(SETPRIV).unwrap_or_else(|| SETPRIV.into()));
         // If the test thread dies without dropping the node, the kernel
         // sends nspawn SIGTERM, which powers the container off. (A SIGKILLed
         // nspawn would leave the container running, orphaned.)
-        cmd.args(["--pdeathsig", "TERM", "--", NSPAWN])
+        cmd.args(["--pdeathsig", "TERM", "--"])
+            .arg(resolve(NSPAWN).unwrap_or_else(|| NSPAWN.into()))
             // With --network-namespace-path nspawn mounts /proc/sys read-only
             // (it only opens /proc/sys/net for networks it creates itself);
             // the node must be able to set its own network sysctls.
