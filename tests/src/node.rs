@@ -57,7 +57,6 @@ const DEBOOTSTRAP: &str = "debootstrap";
 const NSPAWN: &str = "systemd-nspawn";
 const NSENTER: &str = "nsenter";
 const SETPRIV: &str = "setpriv";
-const TIMEOUT: &str = "timeout";
 const CP: &str = "cp";
 const MOUNT: &str = "mount";
 const UMOUNT: &str = "umount";
@@ -73,8 +72,6 @@ const NODE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default limit for one command run inside a node.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
-/// Exit status of `timeout` when the limit was hit.
-const TIMED_OUT: i32 = 124;
 /// How long an orderly power-off may take before the node is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -442,25 +439,30 @@ impl NspawnNode {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// `timeout … nsenter` into every namespace and the root of the node's
-    /// PID 1, with a clean environment (the host's `PATH` may point at
-    /// pyenv or cargo directories that do not exist inside).
-    fn nsenter(&self, timeout: Duration) -> Command {
+    /// `nsenter` into every namespace and the root of the node's PID 1,
+    /// with a clean environment (the host's `PATH` may point at pyenv or
+    /// cargo directories that do not exist inside). nsenter dies with the
+    /// test thread: a stray one stopped by the node's shutdown (systemd
+    /// freezes every process in the namespace first) would hold the
+    /// shutdown up for 90 s.
+    fn nsenter(&self) -> Command {
         #[allow(clippy::disallowed_methods)] // test harness launches real components
-        let mut c = Command::new(TIMEOUT);
-        c.args(["-k", "5", &timeout.as_secs().max(1).to_string(), NSENTER])
+        let mut c = Command::new(SETPRIV);
+        c.args(["--pdeathsig", "KILL", "--", NSENTER])
             .args(["-t", &self.leader.to_string(), "-a", "-r", "-w", "--"])
             .env_clear()
             .env("PATH", NODE_PATH)
             .env("HOME", "/root")
             .env("LANG", "C.UTF-8")
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         c
     }
 
     /// Runs `argv` inside the node (all its namespaces, its root) and
-    /// captures stdout, stderr and the exit status. A command still running
-    /// after [`EXEC_TIMEOUT`] is killed (exit status 124).
+    /// captures stdout, stderr and the exit status; fails when it is still
+    /// running after [`EXEC_TIMEOUT`].
     pub fn exec(&self, argv: &[&str]) -> anyhow::Result<Output> {
         self.exec_with(argv, &[], EXEC_TIMEOUT)
     }
@@ -472,15 +474,9 @@ impl NspawnNode {
         env: &[(&str, &str)],
         timeout: Duration,
     ) -> anyhow::Result<Output> {
-        let mut c = self.nsenter(timeout);
+        let mut c = self.nsenter();
         c.args(argv).envs(env.iter().copied());
-        let out = c
-            .output()
-            .with_context(|| format!("cannot run {argv:?} in node {}", self.name))?;
-        if out.status.code() == Some(TIMED_OUT) {
-            eprintln!("{argv:?} in node {} timed out after {timeout:?}", self.name);
-        }
-        Ok(out)
+        output_within(c, timeout).with_context(|| format!("running {argv:?} in node {}", self.name))
     }
 
     /// Runs `argv` inside the node and returns its trimmed stdout, failing
@@ -551,11 +547,9 @@ impl NspawnNode {
                     "systemd did not finish booting within {BOOT_TIMEOUT:?} (last state: {last})"
                 );
             }
-            let out = self
-                .nsenter(left)
-                .args(["systemctl", "is-system-running", "--wait"])
-                .output()
-                .context("cannot run nsenter")?;
+            let mut probe = self.nsenter();
+            probe.args(["systemctl", "is-system-running", "--wait"]);
+            let out = output_within(probe, left)?;
             last = format!(
                 "{}{}",
                 String::from_utf8_lossy(&out.stdout).trim(),
@@ -611,6 +605,42 @@ impl NspawnNode {
         }
         Ok(())
     }
+}
+
+/// Runs `cmd` (stdout and stderr piped) and collects its output, killing it
+/// and failing when it runs longer than `timeout`.
+fn output_within(mut cmd: Command, timeout: Duration) -> anyhow::Result<Output> {
+    let mut child = cmd.spawn().context("cannot start nsenter")?;
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            // The command itself may live on inside the node, holding the
+            // pipes open: leave the readers behind rather than block.
+            bail!("timed out after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
 }
 
 /// SIGKILLs `pid` (a container's PID 1) if it still runs, and waits until it
@@ -718,6 +748,15 @@ fn unmount_under(dir: &Path) {
 /// or loop images: unmounts and removes their directories, detaches their
 /// loop devices. (Their nspawn processes died with them: see `--pdeathsig`.)
 pub fn sweep_stale() {
+    // Containers of dead test processes (normally gone already: nspawn
+    // gets SIGTERM when its test dies, but a shutdown can hang).
+    for nspawn in stale_nspawns() {
+        eprintln!("killing a stale test node (nspawn pid {nspawn})");
+        if let Some(leader) = container_leader(nspawn) {
+            let _ = kill_and_reap(leader);
+        }
+        let _ = kill_and_reap(nspawn);
+    }
     let Ok(entries) = fs::read_dir(WORK_DIR) else {
         return;
     };
@@ -737,12 +776,6 @@ pub fn sweep_stale() {
     if stale.is_empty() {
         return;
     }
-    // Containers of dead test processes: their PID 1 runs with its root in
-    // a stale node directory.
-    for pid in container_leaders_under(&stale) {
-        eprintln!("killing a stale test node (host pid {pid})");
-        let _ = kill_and_reap(pid);
-    }
     for dir in &stale {
         unmount_under(dir);
     }
@@ -757,8 +790,10 @@ pub fn sweep_stale() {
     }
 }
 
-/// Host pids of container PID 1s whose root directory lies in one of `dirs`.
-fn container_leaders_under(dirs: &[PathBuf]) -> Vec<u32> {
+/// `systemd-nspawn` processes of this harness (`--machine=hpk8s-<pid>-<n>`)
+/// whose test process is gone. (A container's own `/proc/<pid>/root` reads
+/// `/` from here, so the machine name is what identifies them.)
+fn stale_nspawns() -> Vec<u32> {
     let Ok(procs) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -766,9 +801,19 @@ fn container_leaders_under(dirs: &[PathBuf]) -> Vec<u32> {
         .flatten()
         .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            fs::read_link(format!("/proc/{pid}/root"))
-                .is_ok_and(|root| dirs.iter().any(|d| root.starts_with(d)))
-                && ns_pid(*pid).as_deref() == Some("1")
+            let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args.first().is_some_and(|a| a.ends_with(NSPAWN))
+                && args.iter().any(|a| {
+                    a.strip_prefix("--machine=")
+                        .and_then(netns::owner_pid)
+                        .is_some_and(|owner| !pid_alive(owner))
+                })
         })
         .collect()
 }
