@@ -32,8 +32,8 @@ pub const PACKAGES: &[&str] = &[
     "runc",
     "ca-certificates",
     "procps",
-    // A real host has modprobe; nodes share the host kernel, whose modules
-    // are built in here.
+    // A real host has modprobe. Nodes share the host's kernel and have no
+    // /lib/modules: here modprobe fails as it does on the bare machine.
     "kmod",
 ];
 /// Bumped whenever the post-debootstrap tweaks change, so caches rebuild.

@@ -52,6 +52,9 @@ fn node_boots_owns_its_sysctls_and_cleans_up() {
     let node_dir = node.root().parent().expect("node dir").to_path_buf();
     let leader = node.leader_pid();
 
+    // Its host name is the machine name.
+    assert_eq!(node.exec_ok(&["hostname"]).unwrap(), node.name());
+
     // systemd is PID 1 and containerd runs as its service.
     assert_eq!(node.exec_ok(&["cat", "/proc/1/comm"]).unwrap(), "systemd");
     assert_eq!(
