@@ -77,22 +77,52 @@ impl Netns {
             .with_context(|| format!("cannot run ip netns exec {} {argv:?}", self.name))
     }
 
-    /// Binds a TCP listener inside the namespace. The socket stays in the
-    /// namespace it was created in, so the returned listener can be served
-    /// from any thread of the test.
-    pub fn listen_tcp(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+    /// Runs `f` on a short-lived thread that has joined this namespace, and
+    /// returns its result. Sockets created there stay in this namespace, so
+    /// they can be used from any thread afterwards.
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
         let path = self.path();
         std::thread::scope(|s| {
             s.spawn(|| {
-                // Only this short-lived thread switches namespace.
                 let ns = std::fs::File::open(&path)?;
                 nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(io::Error::from)?;
-                TcpListener::bind(addr)
+                f()
             })
             .join()
-            .unwrap_or_else(|_| Err(io::Error::other("listener thread panicked")))
+            .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
         })
+    }
+
+    /// Binds a TCP listener inside the namespace (see [`run_in`](Self::run_in)).
+    pub fn listen_tcp(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        self.run_in(|| TcpListener::bind(addr))
+    }
+
+    /// Connects this namespace to `peer` with a veth pair: `dev` here with
+    /// address `cidr`, `peer_dev` there with `peer_cidr`, both up. (Several
+    /// nodes on one L2 network can be connected the same way to a bridge
+    /// in a namespace of their own.)
+    pub fn connect(
+        &self,
+        dev: &str,
+        cidr: &str,
+        peer: &Netns,
+        peer_dev: &str,
+        peer_cidr: &str,
+    ) -> anyhow::Result<()> {
+        run(
+            IP,
+            &[
+                "-n", &self.name, "link", "add", dev, "type", "veth", "peer", "name", peer_dev,
+                "netns", &peer.name,
+            ],
+        )?;
+        self.add_address(cidr, dev)?;
+        peer.add_address(peer_cidr, peer_dev)?;
+        run(IP, &["-n", &self.name, "link", "set", dev, "up"])?;
+        run(IP, &["-n", &peer.name, "link", "set", peer_dev, "up"])?;
+        Ok(())
     }
 
     /// Reads a sysctl of this namespace (e.g. `net.ipv4.ip_forward`).

@@ -238,3 +238,34 @@ fn run(argv: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+#[test]
+fn namespaces_connected_by_veth_reach_each_other() {
+    if harness::require(netns::available(), "root with iproute2") {
+        return;
+    }
+    let a = Netns::new().expect("netns a");
+    let b = Netns::new().expect("netns b");
+    a.connect("eth0", "10.77.0.1/24", &b, "eth0", "10.77.0.2/24")
+        .expect("veth");
+    let server = b
+        .listen_tcp(SocketAddr::from(([10, 77, 0, 2], 0)))
+        .expect("listen in b");
+    let addr = server.local_addr().expect("addr");
+    let accepted = std::thread::spawn(move || {
+        let (mut conn, peer) = server.accept().expect("accept");
+        conn.write_all(b"hi").expect("write");
+        peer.ip()
+    });
+    let mut got = String::new();
+    a.run_in(|| {
+        use std::io::Read as _;
+        std::net::TcpStream::connect(addr)?.read_to_string(&mut got)
+    })
+    .expect("connect from a");
+    assert_eq!(got, "hi");
+    assert_eq!(
+        accepted.join().expect("server"),
+        Ipv4Addr::new(10, 77, 0, 1)
+    );
+}
