@@ -125,6 +125,22 @@ impl Netns {
         Ok(())
     }
 
+    /// Sets a sysctl of this namespace (e.g. `net.ipv4.ip_forward`); a new
+    /// namespace may inherit some values from the host, so tests that expect
+    /// a change start from a known value.
+    pub fn set_sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let sysctl = resolve(SYSCTL).unwrap_or_else(|| SYSCTL.into());
+        let out = self.exec(&[&sysctl.to_string_lossy(), "-w", &format!("{key}={value}")])?;
+        if !out.status.success() {
+            bail!(
+                "sysctl -w {key}={value} in {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// Reads a sysctl of this namespace (e.g. `net.ipv4.ip_forward`).
     pub fn sysctl(&self, key: &str) -> anyhow::Result<String> {
         let sysctl = resolve(SYSCTL).unwrap_or_else(|| SYSCTL.into());

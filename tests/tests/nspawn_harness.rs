@@ -32,6 +32,9 @@ fn node_boots_owns_its_sysctls_and_cleans_up() {
 
     let netns = Netns::new().expect("netns");
     netns.add_address("10.1.38.128/32", "lo").expect("address");
+    netns
+        .set_sysctl("net.ipv4.ip_forward", "0")
+        .expect("ip_forward off");
     let listener = netns
         .listen_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .expect("listener inside the namespace");

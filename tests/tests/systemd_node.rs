@@ -158,6 +158,10 @@ fn prepare_on_a_hyperpod_like_node() {
     netns
         .add_address(&format!("{NODE_ADDRESS}/32"), "lo")
         .expect("node address");
+    // prepare must turn forwarding on, whatever a new namespace inherits.
+    netns
+        .set_sysctl("net.ipv4.ip_forward", "0")
+        .expect("ip_forward off");
     let mirror = tempfile::tempdir().expect("mirror dir");
     let binaries = write_mirror(mirror.path());
     let listener = netns
