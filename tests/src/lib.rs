@@ -2,6 +2,9 @@
 //! server, IMDS, moto, NVML) and launchers for real components (containerd,
 //! systemd-nspawn nodes). Nothing here ships in the `hpk8s` binary.
 
+pub mod netns;
+pub mod node;
+
 use std::path::PathBuf;
 
 pub mod fixtures;
