@@ -211,8 +211,13 @@ pub struct MirrorServer {
 impl MirrorServer {
     /// Serves `root` on a free port of 127.0.0.1.
     pub fn serve(root: impl Into<PathBuf>) -> io::Result<Self> {
+        Self::serve_on(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?, root)
+    }
+
+    /// Serves `root` on `listener`, e.g. one opened inside a test node's
+    /// network namespace so the node reaches the mirror on its loopback.
+    pub fn serve_on(listener: TcpListener, root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(ServerState::default()));
         let stop = Arc::new(AtomicBool::new(false));

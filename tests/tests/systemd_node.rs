@@ -9,13 +9,11 @@
 //! untouched), kubelet installed and enabled, and a second (dry) run must
 //! plan nothing.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::{Ipv4Addr, SocketAddr};
 
+use harness::mirror::{MirrorBuilder, MirrorServer};
 use harness::netns::Netns;
 use harness::node::{self, LoopXfs, NspawnNode};
-use sha2::{Digest, Sha256};
 
 /// This node's `CustomerIpAddress` in the fixture.
 const NODE_ADDRESS: &str = "10.1.38.128";
@@ -58,87 +56,6 @@ mirror_url = "http://127.0.0.1:{port}"
     )
 }
 
-/// A stand-in for a Kubernetes binary: answers the usual version queries.
-fn stand_in(binary: &str) -> String {
-    format!(
-        r#"#!/bin/sh
-# hpk8s test stand-in for {binary} v{K8S_VERSION}
-case "$*" in
-  *json*) echo '{{"clientVersion":{{"gitVersion":"v{K8S_VERSION}"}}}}' ;;
-  *short*) echo "v{K8S_VERSION}" ;;
-  *version*) echo "Kubernetes v{K8S_VERSION}" ;;
-  *) sleep infinity ;;
-esac
-"#
-    )
-}
-
-/// Lays out `v{version}/bin/linux/amd64/{binary}` and `{binary}.sha256`
-/// like `dl.k8s.io`; returns the stand-in contents by binary name.
-fn write_mirror(dir: &Path) -> Vec<(&'static str, String)> {
-    let bin = dir.join(format!("v{K8S_VERSION}/bin/linux/amd64"));
-    std::fs::create_dir_all(&bin).expect("mirror dir");
-    BINARIES
-        .iter()
-        .map(|b| {
-            let contents = stand_in(b);
-            std::fs::write(bin.join(b), &contents).expect("write binary");
-            let digest = hex::encode(Sha256::digest(contents.as_bytes()));
-            std::fs::write(bin.join(format!("{b}.sha256")), digest).expect("write digest");
-            (*b, contents)
-        })
-        .collect()
-}
-
-/// Serves files under `root` over HTTP/1.1 (GET and HEAD, one request per
-/// connection) until the process exits.
-fn serve_dir(listener: TcpListener, root: PathBuf) {
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let root = root.clone();
-            std::thread::spawn(move || {
-                let _ = answer(conn, &root);
-            });
-        }
-    });
-}
-
-fn answer(mut conn: TcpStream, root: &Path) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
-            break;
-        }
-    }
-    let mut parts = request.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-    let path = target.split('?').next().unwrap_or("/");
-    let file = (!path.split('/').any(|c| c == ".."))
-        .then(|| root.join(path.trim_start_matches('/')))
-        .filter(|f| f.is_file());
-    match (method, file) {
-        ("GET" | "HEAD", Some(f)) => {
-            let body = std::fs::read(f)?;
-            write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                body.len()
-            )?;
-            if method == "GET" {
-                conn.write_all(&body)?;
-            }
-        }
-        _ => write!(
-            conn,
-            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )?,
-    }
-    conn.flush()
-}
-
 fn host_ip_forward() -> String {
     std::fs::read_to_string(HOST_IP_FORWARD)
         .expect("read host ip_forward")
@@ -163,12 +80,15 @@ fn prepare_on_a_hyperpod_like_node() {
         .set_sysctl("net.ipv4.ip_forward", "0")
         .expect("ip_forward off");
     let mirror = tempfile::tempdir().expect("mirror dir");
-    let binaries = write_mirror(mirror.path());
+    let layout = MirrorBuilder::new(K8S_VERSION)
+        .arch("amd64")
+        .write(mirror.path())
+        .expect("mirror layout");
     let listener = netns
         .listen_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .expect("mirror listener in the node's namespace");
     let port = listener.local_addr().expect("port").port();
-    serve_dir(listener, mirror.path().to_path_buf());
+    let _server = MirrorServer::serve_on(listener, mirror.path()).expect("mirror server");
 
     let node = NspawnNode::builder()
         .netns(netns)
@@ -201,10 +121,9 @@ fn prepare_on_a_hyperpod_like_node() {
             ),
         ])
         .expect("fetch from the mirror inside the node");
-    let kubeadm = &binaries[1].1;
+    let kubeadm_digest = layout.sha256("kubeadm").expect("kubeadm digest");
     assert!(
-        fetched.starts_with("HTTP/1.1 200")
-            && fetched.ends_with(&hex::encode(Sha256::digest(kubeadm.as_bytes()))),
+        fetched.starts_with("HTTP/1.1 200") && fetched.trim_end().ends_with(&kubeadm_digest),
         "{fetched}"
     );
 
@@ -220,6 +139,15 @@ fn prepare_on_a_hyperpod_like_node() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ))
+    );
+
+    // On a systemd host hpk8s logs to the journal.
+    let journal = node
+        .exec_ok(&["journalctl", "--no-pager", "-o", "cat", "-t", "hpk8s"])
+        .unwrap_or_default();
+    assert!(
+        journal.contains("applying"),
+        "hpk8s's progress is not in the journal:\n{journal}"
     );
 
     // containerd runs with systemd cgroups and its data on the instance store.
@@ -257,11 +185,11 @@ fn prepare_on_a_hyperpod_like_node() {
     );
 
     // The binaries came from the mirror, and kubelet is enabled.
-    for (name, contents) in &binaries {
+    for name in BINARIES {
         let installed = node.root().join("usr/bin").join(name);
         assert_eq!(
-            std::fs::read_to_string(&installed).ok().as_deref(),
-            Some(contents.as_str()),
+            std::fs::read(&installed).ok(),
+            std::fs::read(layout.binary(name)).ok(),
             "{} is not the mirror's {name}",
             installed.display()
         );
