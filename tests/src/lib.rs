@@ -2,6 +2,8 @@
 //! server, IMDS, moto, NVML) and launchers for real components (containerd,
 //! systemd-nspawn nodes). Nothing here ships in the `hpk8s` binary.
 
+pub mod kube_api;
+
 use std::path::PathBuf;
 
 /// Whether we run under CI, where tests needing real components must fail
