@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use harness::kube_api::fixtures::{Node, Pod, PodDisruptionBudget, daemon_set};
-use harness::kube_api::{TestApiServer, Taint};
+use harness::kube_api::{Taint, TestApiServer};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -31,7 +31,10 @@ struct Outcome {
 
 impl Kubectl {
     fn new(kubeconfig: &Path) -> Self {
-        Self { kubeconfig: kubeconfig.to_path_buf(), cache: tempfile::tempdir().unwrap() }
+        Self {
+            kubeconfig: kubeconfig.to_path_buf(),
+            cache: tempfile::tempdir().unwrap(),
+        }
     }
 
     #[allow(clippy::disallowed_methods)] // test harness launches real components
@@ -63,14 +66,19 @@ impl Kubectl {
     /// Runs and asserts success, returning stdout.
     async fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args).await;
-        assert!(o.ok, "kubectl {args:?} failed:\nstdout: {}\nstderr: {}", o.stdout, o.stderr);
+        assert!(
+            o.ok,
+            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+            o.stdout, o.stderr
+        );
         o.stdout
     }
 }
 
 async fn cluster() -> (TestApiServer, Kubectl) {
     let api = TestApiServer::start().await.unwrap();
-    api.apply_json(Node::test("n1").ready().with_label("pool", "gpu").json()).unwrap();
+    api.apply_json(Node::test("n1").ready().with_label("pool", "gpu").json())
+        .unwrap();
     api.apply_json(Node::test("n2").ready().json()).unwrap();
     let kubectl = Kubectl::new(api.admin_kubeconfig_path());
     (api, kubectl)
@@ -82,28 +90,66 @@ async fn kubectl_reads_nodes_and_pods() {
         return;
     }
     let (api, kubectl) = cluster().await;
-    api.apply_json(Pod::test("kube-system", "coredns-1").on_node("n1").running_ready().json()).unwrap();
-    api.apply_json(Pod::test("default", "web-1").on_node("n2").json()).unwrap();
+    api.apply_json(
+        Pod::test("kube-system", "coredns-1")
+            .on_node("n1")
+            .running_ready()
+            .json(),
+    )
+    .unwrap();
+    api.apply_json(Pod::test("default", "web-1").on_node("n2").json())
+        .unwrap();
 
-    let nodes: Value = serde_json::from_str(&kubectl.ok(&["get", "nodes", "-o", "json"]).await).unwrap();
-    let names: Vec<&str> = nodes["items"].as_array().unwrap().iter().map(|n| n["metadata"]["name"].as_str().unwrap()).collect();
+    let nodes: Value =
+        serde_json::from_str(&kubectl.ok(&["get", "nodes", "-o", "json"]).await).unwrap();
+    let names: Vec<&str> = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["n1", "n2"]);
     assert_eq!(nodes["items"][0]["metadata"]["labels"]["pool"], "gpu");
 
     let pods = kubectl.ok(&["get", "pods", "-A"]).await;
-    assert!(pods.contains("kube-system") && pods.contains("coredns-1"), "{pods}");
+    assert!(
+        pods.contains("kube-system") && pods.contains("coredns-1"),
+        "{pods}"
+    );
     assert!(pods.contains("default") && pods.contains("web-1"), "{pods}");
 
-    let one = kubectl.ok(&["get", "node", "n1", "-o", "jsonpath={.metadata.name}"]).await;
+    let one = kubectl
+        .ok(&["get", "node", "n1", "-o", "jsonpath={.metadata.name}"])
+        .await;
     assert_eq!(one, "n1");
-    let selected = kubectl.ok(&["get", "nodes", "-l", "pool in (gpu,cpu)", "-o", "name"]).await;
+    let selected = kubectl
+        .ok(&["get", "nodes", "-l", "pool in (gpu,cpu)", "-o", "name"])
+        .await;
     assert_eq!(selected.trim(), "node/n1");
-    let on_n1 = kubectl.ok(&["get", "pods", "-A", "--field-selector", "spec.nodeName=n1", "-o", "name"]).await;
+    let on_n1 = kubectl
+        .ok(&[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            "spec.nodeName=n1",
+            "-o",
+            "name",
+        ])
+        .await;
     assert_eq!(on_n1.trim(), "pod/coredns-1");
     let missing = kubectl.run(&["get", "node", "nope"]).await;
-    assert!(!missing.ok && missing.stderr.contains("nodes \"nope\" not found"), "{}", missing.stderr);
+    assert!(
+        !missing.ok && missing.stderr.contains("nodes \"nope\" not found"),
+        "{}",
+        missing.stderr
+    );
     // Discovery and the calls themselves were made as the admin identity.
-    assert!(api.requests().iter().any(|r| r.is("GET", "/api/v1/nodes") && r.user == "kubernetes-admin"));
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.is("GET", "/api/v1/nodes") && r.user == "kubernetes-admin")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +159,9 @@ async fn kubectl_labels_annotates_cordons_and_taints() {
     }
     let (api, kubectl) = cluster().await;
     kubectl.ok(&["label", "node", "n1", "color=blue"]).await;
-    kubectl.ok(&["annotate", "node", "n1", "hpk8s.io/note=hello"]).await;
+    kubectl
+        .ok(&["annotate", "node", "n1", "hpk8s.io/note=hello"])
+        .await;
     let n1 = api.get_json("nodes", "", "n1").unwrap();
     assert_eq!(n1["metadata"]["labels"]["color"], "blue");
     assert_eq!(n1["metadata"]["labels"]["pool"], "gpu");
@@ -121,24 +169,60 @@ async fn kubectl_labels_annotates_cordons_and_taints() {
 
     kubectl.ok(&["label", "node", "n1", "color-"]).await;
     let ops = r#"[{"op": "add", "path": "/metadata/labels/size", "value": "xl"}, {"op": "test", "path": "/metadata/labels/pool", "value": "gpu"}]"#;
-    kubectl.ok(&["patch", "node", "n1", "--type=json", "-p", ops]).await;
-    assert_eq!(api.get_json("nodes", "", "n1").unwrap()["metadata"]["labels"]["size"], "xl");
-    let failed = kubectl.run(&["patch", "node", "n1", "--type=json", "-p", r#"[{"op": "test", "path": "/metadata/labels/pool", "value": "cpu"}]"#]).await;
-    assert!(!failed.ok, "a failing JSON patch test op must fail the patch");
-    assert!(api.get_json("nodes", "", "n1").unwrap()["metadata"]["labels"].get("color").is_none());
+    kubectl
+        .ok(&["patch", "node", "n1", "--type=json", "-p", ops])
+        .await;
+    assert_eq!(
+        api.get_json("nodes", "", "n1").unwrap()["metadata"]["labels"]["size"],
+        "xl"
+    );
+    let failed = kubectl
+        .run(&[
+            "patch",
+            "node",
+            "n1",
+            "--type=json",
+            "-p",
+            r#"[{"op": "test", "path": "/metadata/labels/pool", "value": "cpu"}]"#,
+        ])
+        .await;
+    assert!(
+        !failed.ok,
+        "a failing JSON patch test op must fail the patch"
+    );
+    assert!(
+        api.get_json("nodes", "", "n1").unwrap()["metadata"]["labels"]
+            .get("color")
+            .is_none()
+    );
 
     kubectl.ok(&["cordon", "n1"]).await;
-    assert_eq!(api.get_json("nodes", "", "n1").unwrap()["spec"]["unschedulable"], true);
+    assert_eq!(
+        api.get_json("nodes", "", "n1").unwrap()["spec"]["unschedulable"],
+        true
+    );
     kubectl.ok(&["uncordon", "n1"]).await;
-    assert_ne!(api.get_json("nodes", "", "n1").unwrap()["spec"]["unschedulable"], true);
+    assert_ne!(
+        api.get_json("nodes", "", "n1").unwrap()["spec"]["unschedulable"],
+        true
+    );
 
-    kubectl.ok(&["taint", "node", "n1", "nvidia.com/gpu=true:NoSchedule"]).await;
-    kubectl.ok(&["taint", "node", "n1", "hpk8s.io/maintenance=now:NoExecute"]).await;
+    kubectl
+        .ok(&["taint", "node", "n1", "nvidia.com/gpu=true:NoSchedule"])
+        .await;
+    kubectl
+        .ok(&["taint", "node", "n1", "hpk8s.io/maintenance=now:NoExecute"])
+        .await;
     let taints = api.get_json("nodes", "", "n1").unwrap()["spec"]["taints"].clone();
     assert_eq!(taints.as_array().unwrap().len(), 2, "{taints}");
-    kubectl.ok(&["taint", "node", "n1", "nvidia.com/gpu-"]).await;
+    kubectl
+        .ok(&["taint", "node", "n1", "nvidia.com/gpu-"])
+        .await;
     let taints = api.get_json("nodes", "", "n1").unwrap()["spec"]["taints"].clone();
-    assert_eq!(taints, json!([{"key": "hpk8s.io/maintenance", "value": "now", "effect": "NoExecute"}]));
+    assert_eq!(
+        taints,
+        json!([{"key": "hpk8s.io/maintenance", "value": "now", "effect": "NoExecute"}])
+    );
 
     let patches: Vec<String> = api
         .requests()
@@ -146,34 +230,61 @@ async fn kubectl_labels_annotates_cordons_and_taints() {
         .filter(|r| r.is("PATCH", "/api/v1/nodes/n1"))
         .map(|r| r.content_type)
         .collect();
-    assert!(patches.iter().any(|c| c.starts_with("application/merge-patch+json")), "{patches:?}");
-    assert!(patches.iter().any(|c| c.starts_with("application/strategic-merge-patch+json")), "{patches:?}");
+    assert!(
+        patches
+            .iter()
+            .any(|c| c.starts_with("application/merge-patch+json")),
+        "{patches:?}"
+    );
+    assert!(
+        patches
+            .iter()
+            .any(|c| c.starts_with("application/strategic-merge-patch+json")),
+        "{patches:?}"
+    );
 }
 
 /// n1 runs a DaemonSet pod, an emptyDir pod and `web-1`; `web-2` (on n2)
 /// shares web-1's budget.
 async fn drain_cluster(min_available: i64) -> (TestApiServer, Kubectl) {
     let (api, kubectl) = cluster().await;
-    api.apply_json(daemon_set("kube-system", "node-agent")).unwrap();
+    api.apply_json(daemon_set("kube-system", "node-agent"))
+        .unwrap();
     api.apply_json(
-        Pod::test("kube-system", "node-agent-x1").on_node("n1").running_ready().with_label("app", "node-agent")
-            .owned_by("apps/v1", "DaemonSet", "node-agent").json(),
+        Pod::test("kube-system", "node-agent-x1")
+            .on_node("n1")
+            .running_ready()
+            .with_label("app", "node-agent")
+            .owned_by("apps/v1", "DaemonSet", "node-agent")
+            .json(),
     )
     .unwrap();
     for (name, node) in [("web-1", "n1"), ("web-2", "n2")] {
         api.apply_json(
-            Pod::test("default", name).on_node(node).with_label("app", "web").running_ready()
-                .owned_by("apps/v1", "ReplicaSet", "web-5d4f").json(),
+            Pod::test("default", name)
+                .on_node(node)
+                .with_label("app", "web")
+                .running_ready()
+                .owned_by("apps/v1", "ReplicaSet", "web-5d4f")
+                .json(),
         )
         .unwrap();
     }
     api.apply_json(
-        Pod::test("default", "scratch").on_node("n1").running_ready().with_empty_dir("tmp")
-            .owned_by("apps/v1", "ReplicaSet", "scratch-7c9").json(),
+        Pod::test("default", "scratch")
+            .on_node("n1")
+            .running_ready()
+            .with_empty_dir("tmp")
+            .owned_by("apps/v1", "ReplicaSet", "scratch-7c9")
+            .json(),
     )
     .unwrap();
-    api.apply_json(PodDisruptionBudget::test("default", "web-pdb", "app", "web").min_available(min_available).json())
-        .unwrap();
+    api.apply_json(
+        PodDisruptionBudget::test("default", "web-pdb", "app", "web")
+            .min_available(min_available)
+            .json(),
+    )
+    .unwrap();
     (api, kubectl)
 }
 
@@ -183,15 +294,39 @@ async fn kubectl_drain_blocked_by_a_budget_times_out_naming_the_pod() {
         return;
     }
     let (api, kubectl) = drain_cluster(2).await;
-    let o = kubectl.run(&["drain", "n1", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=5s"]).await;
+    let o = kubectl
+        .run(&[
+            "drain",
+            "n1",
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=5s",
+        ])
+        .await;
     assert!(!o.ok, "drain should fail: {}\n{}", o.stdout, o.stderr);
     let all = format!("{}\n{}", o.stdout, o.stderr);
-    assert!(all.contains("web-1"), "the blocked pod is not named:\n{all}");
-    assert!(all.contains("disruption budget"), "the budget is not mentioned:\n{all}");
-    assert_eq!(api.get_json("nodes", "", "n1").unwrap()["spec"]["unschedulable"], true);
+    assert!(
+        all.contains("web-1"),
+        "the blocked pod is not named:\n{all}"
+    );
+    assert!(
+        all.contains("disruption budget"),
+        "the budget is not mentioned:\n{all}"
+    );
+    assert_eq!(
+        api.get_json("nodes", "", "n1").unwrap()["spec"]["unschedulable"],
+        true
+    );
     assert!(api.get_json("pods", "default", "web-1").is_some());
-    assert!(api.get_json("pods", "default", "scratch").is_none(), "the unprotected pod is evicted");
-    let evictions = api.requests().iter().filter(|r| r.is("POST", "/api/v1/namespaces/default/pods/web-1/eviction")).count();
+    assert!(
+        api.get_json("pods", "default", "scratch").is_none(),
+        "the unprotected pod is evicted"
+    );
+    let evictions = api
+        .requests()
+        .iter()
+        .filter(|r| r.is("POST", "/api/v1/namespaces/default/pods/web-1/eviction"))
+        .count();
     assert!(evictions >= 1);
 }
 
@@ -201,11 +336,22 @@ async fn kubectl_drain_evicts_everything_but_daemonset_pods() {
         return;
     }
     let (api, kubectl) = drain_cluster(1).await;
-    let out = kubectl.ok(&["drain", "n1", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=20s"]).await;
+    let out = kubectl
+        .ok(&[
+            "drain",
+            "n1",
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=20s",
+        ])
+        .await;
     assert!(out.contains("drained"), "{out}");
     assert_eq!(api.names("pods", Some("default")), ["web-2"]);
     assert_eq!(api.names("pods", Some("kube-system")), ["node-agent-x1"]);
-    assert_eq!(api.get_json("nodes", "", "n1").unwrap()["spec"]["unschedulable"], true);
+    assert_eq!(
+        api.get_json("nodes", "", "n1").unwrap()["spec"]["unschedulable"],
+        true
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,19 +405,57 @@ async fn kubectl_server_side_apply_is_idempotent() {
     let file = kubectl.cache.path().join("flannel.yaml");
     std::fs::write(&file, MANIFEST).unwrap();
     let path = file.to_str().unwrap();
-    let out = kubectl.ok(&["apply", "--server-side", "--field-manager=hpk8s", "-f", path]).await;
+    let out = kubectl
+        .ok(&[
+            "apply",
+            "--server-side",
+            "--field-manager=hpk8s",
+            "-f",
+            path,
+        ])
+        .await;
     assert!(out.contains("serverside-applied"), "{out}");
-    let cm = api.get_json("configmaps", "kube-flannel", "kube-flannel-cfg").unwrap();
-    assert!(cm["data"]["net-conf.json"].as_str().unwrap().contains("10.244.0.0/16"));
+    let cm = api
+        .get_json("configmaps", "kube-flannel", "kube-flannel-cfg")
+        .unwrap();
+    assert!(
+        cm["data"]["net-conf.json"]
+            .as_str()
+            .unwrap()
+            .contains("10.244.0.0/16")
+    );
     assert_eq!(cm["metadata"]["managedFields"][0]["manager"], "hpk8s");
-    let ds = api.get_json("daemonsets", "kube-flannel", "kube-flannel-ds").unwrap();
-    assert_eq!(ds["spec"]["template"]["spec"]["containers"][0]["name"], "kube-flannel");
-    let applies = api.requests().iter().filter(|r| r.method == "PATCH" && r.content_type.starts_with("application/apply-patch+yaml")).count();
+    let ds = api
+        .get_json("daemonsets", "kube-flannel", "kube-flannel-ds")
+        .unwrap();
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["containers"][0]["name"],
+        "kube-flannel"
+    );
+    let applies = api
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.method == "PATCH" && r.content_type.starts_with("application/apply-patch+yaml")
+        })
+        .count();
     assert_eq!(applies, 3);
 
     let rv = api.resource_version();
-    kubectl.ok(&["apply", "--server-side", "--field-manager=hpk8s", "-f", path]).await;
-    assert_eq!(api.resource_version(), rv, "re-applying the same manifest changed objects");
+    kubectl
+        .ok(&[
+            "apply",
+            "--server-side",
+            "--field-manager=hpk8s",
+            "-f",
+            path,
+        ])
+        .await;
+    assert_eq!(
+        api.resource_version(),
+        rv,
+        "re-applying the same manifest changed objects"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,14 +465,24 @@ async fn kubectl_watch_sees_updates() {
     }
     let (api, kubectl) = cluster().await;
     let mut child = kubectl
-        .command(&["get", "nodes", "--watch", "-o", r#"jsonpath={.metadata.name} {.metadata.labels.color}{"\n"}"#])
+        .command(&[
+            "get",
+            "nodes",
+            "--watch",
+            "-o",
+            r#"jsonpath={.metadata.name} {.metadata.labels.color}{"\n"}"#,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut next = async || {
-        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.expect("kubectl watch printed nothing in 30 s").unwrap().unwrap()
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("kubectl watch printed nothing in 30 s")
+            .unwrap()
+            .unwrap()
     };
     let first = [next().await, next().await];
     assert_eq!(first.map(|l| l.trim().to_string()), ["n1", "n2"]);
@@ -297,7 +491,11 @@ async fn kubectl_watch_sees_updates() {
     api.apply_json(n2).unwrap();
     assert_eq!(next().await.trim(), "n2 green");
     child.kill().await.unwrap();
-    assert!(api.requests().iter().any(|r| r.is("GET", "/api/v1/nodes") && r.query.contains("watch=true")));
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.is("GET", "/api/v1/nodes") && r.query.contains("watch=true"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,27 +504,74 @@ async fn node_identity_is_restricted() {
         return;
     }
     let (api, _) = cluster().await;
-    api.apply_json(Node::test("n3").ready().with_taint(Taint::new("hpk8s.io/new", "", "NoSchedule")).json()).unwrap();
+    api.apply_json(
+        Node::test("n3")
+            .ready()
+            .with_taint(Taint::new("hpk8s.io/new", "", "NoSchedule"))
+            .json(),
+    )
+    .unwrap();
     let node = Kubectl::new(&api.node_kubeconfig("n1").unwrap());
     let condition = r#"{"status":{"conditions":[{"type":"GpuHealthy","status":"True","reason":"AllGpusHealthy","message":"8/8 GPUs healthy"}]}}"#;
-    node.ok(&["patch", "node", "n1", "--subresource=status", "--type=strategic", "-p", condition]).await;
+    node.ok(&[
+        "patch",
+        "node",
+        "n1",
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        condition,
+    ])
+    .await;
     let conds = api.get_json("nodes", "", "n1").unwrap()["status"]["conditions"].clone();
-    let types: Vec<&str> = conds.as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = conds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
     assert_eq!(types, ["Ready", "GpuHealthy"], "conditions merge by type");
-    node.ok(&["label", "node", "n1", "nvidia.com/gpu.present=true"]).await;
+    node.ok(&["label", "node", "n1", "nvidia.com/gpu.present=true"])
+        .await;
     node.ok(&["get", "nodes"]).await;
 
     for (args, why) in [
         (vec!["label", "node", "n2", "x=y"], "another node"),
-        (vec!["patch", "node", "n2", "--subresource=status", "--type=strategic", "-p", condition], "another node's status"),
+        (
+            vec![
+                "patch",
+                "node",
+                "n2",
+                "--subresource=status",
+                "--type=strategic",
+                "-p",
+                condition,
+            ],
+            "another node's status",
+        ),
         (vec!["taint", "node", "n1", "a=b:NoSchedule"], "own taints"),
-        (vec!["taint", "node", "n3", "hpk8s.io/new-"], "another node's taints"),
-        (vec!["label", "node", "n1", "node-role.kubernetes.io/worker="], "a restricted label"),
+        (
+            vec!["taint", "node", "n3", "hpk8s.io/new-"],
+            "another node's taints",
+        ),
+        (
+            vec!["label", "node", "n1", "node-role.kubernetes.io/worker="],
+            "a restricted label",
+        ),
         (vec!["delete", "node", "n2"], "deleting another node"),
     ] {
         let o = node.run(&args).await;
-        assert!(!o.ok && o.stderr.contains("forbidden"), "{why}: {}\n{}", o.stdout, o.stderr);
+        assert!(
+            !o.ok && o.stderr.contains("forbidden"),
+            "{why}: {}\n{}",
+            o.stdout,
+            o.stderr
+        );
     }
-    assert!(api.get_json("nodes", "", "n1").unwrap()["spec"].get("taints").is_none());
+    assert!(
+        api.get_json("nodes", "", "n1").unwrap()["spec"]
+            .get("taints")
+            .is_none()
+    );
     assert!(api.requests().iter().any(|r| r.user == "system:node:n1"));
 }

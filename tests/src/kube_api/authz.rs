@@ -26,17 +26,26 @@ pub struct Identity {
 impl Identity {
     /// kubeadm's admin identity.
     pub fn admin() -> Self {
-        Self { user: "kubernetes-admin".to_string(), groups: vec![MASTERS.to_string()] }
+        Self {
+            user: "kubernetes-admin".to_string(),
+            groups: vec![MASTERS.to_string()],
+        }
     }
 
     /// A kubelet's identity.
     pub fn node(name: &str) -> Self {
-        Self { user: format!("{NODE_PREFIX}{name}"), groups: vec![NODES.to_string()] }
+        Self {
+            user: format!("{NODE_PREFIX}{name}"),
+            groups: vec![NODES.to_string()],
+        }
     }
 
     /// A caller with no credentials.
     pub fn anonymous() -> Self {
-        Self { user: "system:anonymous".to_string(), groups: vec!["system:unauthenticated".to_string()] }
+        Self {
+            user: "system:anonymous".to_string(),
+            groups: vec!["system:unauthenticated".to_string()],
+        }
     }
 
     /// Whether this identity is a cluster admin.
@@ -46,7 +55,11 @@ impl Identity {
 
     /// The node name, for kubelet identities.
     pub fn node_name(&self) -> Option<&str> {
-        if self.groups.iter().any(|g| g == NODES) { self.user.strip_prefix(NODE_PREFIX) } else { None }
+        if self.groups.iter().any(|g| g == NODES) {
+            self.user.strip_prefix(NODE_PREFIX)
+        } else {
+            None
+        }
     }
 }
 
@@ -67,12 +80,20 @@ pub struct Attributes<'a> {
 }
 
 fn deny(id: &Identity, a: &Attributes<'_>, why: &str) -> ApiError {
-    let verb = if a.sub.is_empty() { a.verb.to_string() } else { format!("{} {}", a.verb, a.sub) };
+    let verb = if a.sub.is_empty() {
+        a.verb.to_string()
+    } else {
+        format!("{} {}", a.verb, a.sub)
+    };
     ApiError::forbidden(a.rt, a.name, &id.user, &verb, why)
 }
 
 /// Whether the request may proceed at all (before the object is known).
-pub fn authorize(id: &Identity, a: &Attributes<'_>, node_restriction: bool) -> Result<(), ApiError> {
+pub fn authorize(
+    id: &Identity,
+    a: &Attributes<'_>,
+    node_restriction: bool,
+) -> Result<(), ApiError> {
     if id.is_admin() {
         return Ok(());
     }
@@ -88,33 +109,53 @@ pub fn authorize(id: &Identity, a: &Attributes<'_>, node_restriction: bool) -> R
             ("pods", "status" | "eviction") => true,
             ("pods", "") => matches!(a.verb, "create" | "delete"),
             ("events", _) => matches!(a.verb, "create" | "update" | "patch"),
-            ("leases", _) => a.namespace == "kube-node-lease" && (a.name.is_empty() || a.name == node),
+            ("leases", _) => {
+                a.namespace == "kube-node-lease" && (a.name.is_empty() || a.name == node)
+            }
             _ => false,
         };
-        return if allowed { Ok(()) } else { Err(deny(id, a, &format!("node {node:?} may not do this"))) };
+        return if allowed {
+            Ok(())
+        } else {
+            Err(deny(id, a, &format!("node {node:?} may not do this")))
+        };
     }
-    if a.verb == "get" && a.rt.plural == "configmaps" && a.namespace == "kube-public" && a.name == "cluster-info" {
+    if a.verb == "get"
+        && a.rt.plural == "configmaps"
+        && a.namespace == "kube-public"
+        && a.name == "cluster-info"
+    {
         return Ok(());
     }
     Err(deny(id, a, "no RBAC policy matched"))
 }
 
 fn labels(obj: Option<&Value>) -> serde_json::Map<String, Value> {
-    obj.and_then(|o| o.pointer("/metadata/labels")).and_then(Value::as_object).cloned().unwrap_or_default()
+    obj.and_then(|o| o.pointer("/metadata/labels"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn taints(obj: Option<&Value>) -> Vec<Value> {
-    obj.and_then(|o| o.pointer("/spec/taints")).and_then(Value::as_array).cloned().unwrap_or_default()
+    obj.and_then(|o| o.pointer("/spec/taints"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Whether a node may set this label on itself (kubernetes.md).
 pub fn node_may_set_label(key: &str) -> bool {
-    let Some((prefix, _)) = key.split_once('/') else { return true };
+    let Some((prefix, _)) = key.split_once('/') else {
+        return true;
+    };
     let restricted = |domain: &str| prefix == domain || prefix.ends_with(&format!(".{domain}"));
     if !restricted("kubernetes.io") && !restricted("k8s.io") {
         return true;
     }
-    if prefix == "node-restriction.kubernetes.io" || prefix.ends_with(".node-restriction.kubernetes.io") {
+    if prefix == "node-restriction.kubernetes.io"
+        || prefix.ends_with(".node-restriction.kubernetes.io")
+    {
         return false;
     }
     const ALLOWED: &[&str] = &[
@@ -145,15 +186,29 @@ pub fn admit(
     new: Option<&Value>,
     node_restriction: bool,
 ) -> Result<(), ApiError> {
-    let Some(node) = id.node_name().filter(|_| node_restriction) else { return Ok(()) };
+    let Some(node) = id.node_name().filter(|_| node_restriction) else {
+        return Ok(());
+    };
     match a.rt.plural {
         "nodes" => {
-            let name = new.or(old).and_then(|o| o.pointer("/metadata/name")).and_then(Value::as_str).unwrap_or(a.name);
+            let name = new
+                .or(old)
+                .and_then(|o| o.pointer("/metadata/name"))
+                .and_then(Value::as_str)
+                .unwrap_or(a.name);
             if name != node {
-                return Err(deny(id, a, &format!("node {node:?} is not allowed to modify node {name:?}")));
+                return Err(deny(
+                    id,
+                    a,
+                    &format!("node {node:?} is not allowed to modify node {name:?}"),
+                ));
             }
             if old.is_some() && new.is_some() && taints(old) != taints(new) {
-                return Err(deny(id, a, &format!("node {node:?} is not allowed to modify taints")));
+                return Err(deny(
+                    id,
+                    a,
+                    &format!("node {node:?} is not allowed to modify taints"),
+                ));
             }
             let (before, after) = (labels(old), labels(new));
             let mut forbidden: Vec<&String> = before
@@ -165,19 +220,35 @@ pub fn admit(
             forbidden.dedup();
             if !forbidden.is_empty() && new.is_some() {
                 let keys: Vec<&str> = forbidden.iter().map(|k| k.as_str()).collect();
-                return Err(deny(id, a, &format!("is not allowed to modify labels: {}", keys.join(", "))));
+                return Err(deny(
+                    id,
+                    a,
+                    &format!("is not allowed to modify labels: {}", keys.join(", ")),
+                ));
             }
             Ok(())
         }
         "pods" => {
             let pod = old.or(new);
-            let bound = pod.and_then(|p| p.pointer("/spec/nodeName")).and_then(Value::as_str);
+            let bound = pod
+                .and_then(|p| p.pointer("/spec/nodeName"))
+                .and_then(Value::as_str);
             if bound != Some(node) {
-                return Err(deny(id, a, &format!("node {node:?} can only access pods bound to it")));
+                return Err(deny(
+                    id,
+                    a,
+                    &format!("node {node:?} can only access pods bound to it"),
+                ));
             }
-            let mirror = new.and_then(|p| p.pointer("/metadata/annotations/kubernetes.io~1config.mirror")).is_some();
+            let mirror = new
+                .and_then(|p| p.pointer("/metadata/annotations/kubernetes.io~1config.mirror"))
+                .is_some();
             if a.verb == "create" && a.sub.is_empty() && !mirror {
-                return Err(deny(id, a, &format!("node {node:?} can only create mirror pods")));
+                return Err(deny(
+                    id,
+                    a,
+                    &format!("node {node:?} can only create mirror pods"),
+                ));
             }
             Ok(())
         }

@@ -57,7 +57,10 @@ impl ResourceType {
 
     /// Position in [`RESOURCES`]: the store's key for this type.
     pub fn index(&self) -> usize {
-        RESOURCES.iter().position(|r| r == self).unwrap_or(usize::MAX)
+        RESOURCES
+            .iter()
+            .position(|r| r == self)
+            .unwrap_or(usize::MAX)
     }
 }
 
@@ -70,46 +73,176 @@ const fn rt(
     short_names: &'static [&'static str],
     has_status: bool,
 ) -> ResourceType {
-    ResourceType { group, version: "v1", plural, singular, kind, namespaced, short_names, has_status }
+    ResourceType {
+        group,
+        version: "v1",
+        plural,
+        singular,
+        kind,
+        namespaced,
+        short_names,
+        has_status,
+    }
 }
 
 /// Every served resource type.
 pub static RESOURCES: &[ResourceType] = &[
-    rt("", "namespaces", "namespace", "Namespace", false, &["ns"], true),
+    rt(
+        "",
+        "namespaces",
+        "namespace",
+        "Namespace",
+        false,
+        &["ns"],
+        true,
+    ),
     rt("", "nodes", "node", "Node", false, &["no"], true),
     rt("", "pods", "pod", "Pod", true, &["po"], true),
     rt("", "secrets", "secret", "Secret", true, &[], false),
-    rt("", "configmaps", "configmap", "ConfigMap", true, &["cm"], false),
-    rt("", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], false),
+    rt(
+        "",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        true,
+        &["cm"],
+        false,
+    ),
+    rt(
+        "",
+        "serviceaccounts",
+        "serviceaccount",
+        "ServiceAccount",
+        true,
+        &["sa"],
+        false,
+    ),
     rt("", "services", "service", "Service", true, &["svc"], true),
     rt("", "events", "event", "Event", true, &["ev"], false),
-    rt("apps", "daemonsets", "daemonset", "DaemonSet", true, &["ds"], true),
-    rt("apps", "deployments", "deployment", "Deployment", true, &["deploy"], true),
-    rt("apps", "replicasets", "replicaset", "ReplicaSet", true, &["rs"], true),
-    rt("policy", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true, &["pdb"], true),
-    rt("rbac.authorization.k8s.io", "clusterroles", "clusterrole", "ClusterRole", false, &[], false),
-    rt("rbac.authorization.k8s.io", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, &[], false),
-    rt("rbac.authorization.k8s.io", "roles", "role", "Role", true, &[], false),
-    rt("rbac.authorization.k8s.io", "rolebindings", "rolebinding", "RoleBinding", true, &[], false),
-    rt("coordination.k8s.io", "leases", "lease", "Lease", true, &[], false),
-    rt("events.k8s.io", "events", "event", "Event", true, &["ev"], false),
+    rt(
+        "apps",
+        "daemonsets",
+        "daemonset",
+        "DaemonSet",
+        true,
+        &["ds"],
+        true,
+    ),
+    rt(
+        "apps",
+        "deployments",
+        "deployment",
+        "Deployment",
+        true,
+        &["deploy"],
+        true,
+    ),
+    rt(
+        "apps",
+        "replicasets",
+        "replicaset",
+        "ReplicaSet",
+        true,
+        &["rs"],
+        true,
+    ),
+    rt(
+        "policy",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        "PodDisruptionBudget",
+        true,
+        &["pdb"],
+        true,
+    ),
+    rt(
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        &[],
+        false,
+    ),
+    rt(
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        &[],
+        false,
+    ),
+    rt(
+        "rbac.authorization.k8s.io",
+        "roles",
+        "role",
+        "Role",
+        true,
+        &[],
+        false,
+    ),
+    rt(
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        &[],
+        false,
+    ),
+    rt(
+        "coordination.k8s.io",
+        "leases",
+        "lease",
+        "Lease",
+        true,
+        &[],
+        false,
+    ),
+    rt(
+        "events.k8s.io",
+        "events",
+        "event",
+        "Event",
+        true,
+        &["ev"],
+        false,
+    ),
 ];
 
 /// The groups other than core, in the order `/apis` lists them.
-const GROUPS: &[&str] =
-    &["apps", "events.k8s.io", "policy", "rbac.authorization.k8s.io", "coordination.k8s.io"];
+const GROUPS: &[&str] = &[
+    "apps",
+    "events.k8s.io",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "coordination.k8s.io",
+];
 
-const VERBS: &[&str] =
-    &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 /// The resource type served at `group`/`version`/`plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// The resource type of objects with this `apiVersion` and `kind`.
 pub fn find_kind(api_version: &str, kind: &str) -> Option<&'static ResourceType> {
-    RESOURCES.iter().find(|r| r.api_version() == api_version && r.kind == kind)
+    RESOURCES
+        .iter()
+        .find(|r| r.api_version() == api_version && r.kind == kind)
 }
 
 /// The resource type by plural name alone (first match; core wins).
@@ -159,7 +292,10 @@ pub fn group(name: &str) -> Option<Value> {
 /// `GET /api/v1` (group "") or `GET /apis/<group>/<version>`.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         let mut entry = json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
             "kind": r.kind, "verbs": VERBS, "storageVersionHash": "",
@@ -167,7 +303,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         if !r.short_names.is_empty() {
             entry["shortNames"] = json!(r.short_names);
         }
-        if matches!(r.kind, "Pod" | "Service" | "DaemonSet" | "Deployment" | "ReplicaSet") {
+        if matches!(
+            r.kind,
+            "Pod" | "Service" | "DaemonSet" | "Deployment" | "ReplicaSet"
+        ) {
             entry["categories"] = json!(["all"]);
         }
         resources.push(entry);
@@ -189,7 +328,11 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     if resources.is_empty() {
         return None;
     }
-    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     Some(json!({
         "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
         "resources": resources,

@@ -44,13 +44,20 @@ pub fn check(store: &Store, pod: &Value) -> Result<(), ApiError> {
         // healthy count.
         return Ok(());
     }
-    let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
-    let (Some(pdbs), Some(pods)) = (find("policy", "v1", "poddisruptionbudgets"), find("", "v1", "pods")) else {
+    let ns = pod
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (Some(pdbs), Some(pods)) = (
+        find("policy", "v1", "poddisruptionbudgets"),
+        find("", "v1", "pods"),
+    ) else {
         return Err(ApiError::internal("pod disruption budgets are not served"));
     };
     let mut budgets = Vec::new();
     for (_, pdb) in store.list(pdbs, Some(ns)) {
-        let selector = LabelSelector::from_object(pdb.pointer("/spec/selector")).map_err(ApiError::bad_request)?;
+        let selector = LabelSelector::from_object(pdb.pointer("/spec/selector"))
+            .map_err(ApiError::bad_request)?;
         if selector.matches(pod) {
             budgets.push((pdb, selector));
         }
@@ -60,9 +67,19 @@ pub fn check(store: &Store, pod: &Value) -> Result<(), ApiError> {
             "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
         ));
     }
-    let Some((pdb, selector)) = budgets.pop() else { return Ok(()) };
-    let name = pdb.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    let selected: Vec<&Value> = store.list(pods, Some(ns)).into_iter().map(|(_, p)| p).filter(|p| selector.matches(p)).collect();
+    let Some((pdb, selector)) = budgets.pop() else {
+        return Ok(());
+    };
+    let name = pdb
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let selected: Vec<&Value> = store
+        .list(pods, Some(ns))
+        .into_iter()
+        .map(|(_, p)| p)
+        .filter(|p| selector.matches(p))
+        .collect();
     let total = selected.len();
     let healthy = selected.iter().filter(|p| is_healthy(p)).count();
     let desired = if let Some(min) = pdb.pointer("/spec/minAvailable") {
@@ -75,7 +92,10 @@ pub fn check(store: &Store, pod: &Value) -> Result<(), ApiError> {
     if healthy > desired {
         Ok(())
     } else {
-        Err(ApiError::disruption_budget(name, format!("needs {desired} healthy pods and has {healthy} currently")))
+        Err(ApiError::disruption_budget(
+            name,
+            format!("needs {desired} healthy pods and has {healthy} currently"),
+        ))
     }
 }
 
@@ -95,9 +115,21 @@ mod tests {
         let mut s = Store::default();
         let pdbs = find("policy", "v1", "poddisruptionbudgets").unwrap();
         let pods = find("", "v1", "pods").unwrap();
-        s.put(pdbs, "default", "web", json!({"metadata": {"name": "web", "namespace": "default"}, "spec": pdb_spec}), EventType::Added);
+        s.put(
+            pdbs,
+            "default",
+            "web",
+            json!({"metadata": {"name": "web", "namespace": "default"}, "spec": pdb_spec}),
+            EventType::Added,
+        );
         for p in pods_ {
-            s.put(pods, "default", p["metadata"]["name"].as_str().unwrap(), p.clone(), EventType::Added);
+            s.put(
+                pods,
+                "default",
+                p["metadata"]["name"].as_str().unwrap(),
+                p.clone(),
+                EventType::Added,
+            );
         }
         s
     }
@@ -105,23 +137,43 @@ mod tests {
     #[test]
     fn min_available_blocks_the_last_healthy_pods() {
         let sel = json!({"matchLabels": {"app": "web"}});
-        let s = store_with(json!({"selector": sel, "minAvailable": 2}), &[pod("a", true), pod("b", true)]);
+        let s = store_with(
+            json!({"selector": sel, "minAvailable": 2}),
+            &[pod("a", true), pod("b", true)],
+        );
         let err = check(&s, &pod("a", true)).unwrap_err();
         assert_eq!(err.code, 429);
-        assert!(err.details.unwrap().to_string().contains("disruption budget web"));
-        let s = store_with(json!({"selector": sel, "minAvailable": 1}), &[pod("a", true), pod("b", true)]);
+        assert!(
+            err.details
+                .unwrap()
+                .to_string()
+                .contains("disruption budget web")
+        );
+        let s = store_with(
+            json!({"selector": sel, "minAvailable": 1}),
+            &[pod("a", true), pod("b", true)],
+        );
         assert!(check(&s, &pod("a", true)).is_ok());
         // An unhealthy pod never reduces the healthy count.
-        let s = store_with(json!({"selector": sel, "minAvailable": 2}), &[pod("a", true), pod("b", false)]);
+        let s = store_with(
+            json!({"selector": sel, "minAvailable": 2}),
+            &[pod("a", true), pod("b", false)],
+        );
         assert!(check(&s, &pod("b", false)).is_ok());
     }
 
     #[test]
     fn max_unavailable_counts_unhealthy_pods() {
         let sel = json!({"matchLabels": {"app": "web"}});
-        let s = store_with(json!({"selector": sel, "maxUnavailable": 1}), &[pod("a", true), pod("b", false), pod("c", true)]);
+        let s = store_with(
+            json!({"selector": sel, "maxUnavailable": 1}),
+            &[pod("a", true), pod("b", false), pod("c", true)],
+        );
         assert_eq!(check(&s, &pod("a", true)).unwrap_err().code, 429);
-        let s = store_with(json!({"selector": sel, "maxUnavailable": "50%"}), &[pod("a", true), pod("b", true), pod("c", true)]);
+        let s = store_with(
+            json!({"selector": sel, "maxUnavailable": "50%"}),
+            &[pod("a", true), pod("b", true), pod("c", true)],
+        );
         assert!(check(&s, &pod("a", true)).is_ok());
     }
 }

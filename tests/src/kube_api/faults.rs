@@ -30,7 +30,9 @@ pub struct Fault {
 
 /// Takes one hit from the first armed fault matching `path`.
 pub fn take(faults: &mut Vec<Fault>, path: &str) -> Option<FaultKind> {
-    let pos = faults.iter().position(|f| f.remaining > 0 && path.starts_with(&f.prefix))?;
+    let pos = faults
+        .iter()
+        .position(|f| f.remaining > 0 && path.starts_with(&f.prefix))?;
     let fault = &mut faults[pos];
     fault.remaining -= 1;
     let kind = fault.kind;

@@ -14,7 +14,9 @@ pub fn set_condition(obj: &mut Value, type_: &str, status: bool, reason: &str, m
     if !obj["status"]["conditions"].is_array() {
         obj["status"]["conditions"] = json!([]);
     }
-    let Some(conds) = obj["status"]["conditions"].as_array_mut() else { return };
+    let Some(conds) = obj["status"]["conditions"].as_array_mut() else {
+        return;
+    };
     let mut cond = json!({"type": type_, "status": status_str, "reason": reason, "message": message,
                           "lastHeartbeatTime": t, "lastTransitionTime": t});
     match conds.iter_mut().find(|c| c["type"] == type_) {
@@ -42,7 +44,11 @@ pub struct Taint {
 impl Taint {
     /// A taint `key=value:effect`.
     pub fn new(key: &str, value: &str, effect: &str) -> Self {
-        Self { key: key.into(), value: value.into(), effect: effect.into() }
+        Self {
+            key: key.into(),
+            value: value.into(),
+            effect: effect.into(),
+        }
     }
 
     fn json(&self) -> Value {
@@ -103,13 +109,25 @@ impl Node {
 
     /// Condition Ready=True.
     pub fn ready(mut self) -> Self {
-        set_condition(&mut self.0, "Ready", true, "KubeletReady", "kubelet is posting ready status");
+        set_condition(
+            &mut self.0,
+            "Ready",
+            true,
+            "KubeletReady",
+            "kubelet is posting ready status",
+        );
         self
     }
 
     /// Condition Ready=False.
     pub fn not_ready(mut self) -> Self {
-        set_condition(&mut self.0, "Ready", false, "KubeletNotReady", "container runtime network not ready");
+        set_condition(
+            &mut self.0,
+            "Ready",
+            false,
+            "KubeletNotReady",
+            "container runtime network not ready",
+        );
         self
     }
 

@@ -19,6 +19,7 @@ pub mod discovery;
 pub mod eviction;
 pub mod faults;
 pub mod fixtures;
+pub mod openapi;
 pub mod patch;
 pub mod rest;
 pub mod selectors;
@@ -41,8 +42,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use self::authz::Identity;
-pub use self::faults::{FaultKind, RequestRecord};
 use self::faults::Fault;
+pub use self::faults::{FaultKind, RequestRecord};
 pub use self::fixtures::{NodeSpec, Taint};
 use self::server::Shared;
 use self::store::Store;
@@ -70,7 +71,9 @@ impl TestApiServer {
     /// Starts a server on a free 127.0.0.1 port, with the initial
     /// namespaces and an admin kubeconfig written.
     pub async fn start() -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the test API server to 127.0.0.1")?;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the test API server to 127.0.0.1")?;
         let address = listener.local_addr()?.to_string();
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::default()),
@@ -91,7 +94,13 @@ impl TestApiServer {
         }
         let task = tokio::spawn(server::serve(listener, shared.clone()));
         let dir = tempfile::tempdir().context("creating the test API server's directory")?;
-        let mut api = Self { shared, dir, url: format!("https://{address}"), admin_kubeconfig: PathBuf::new(), task };
+        let mut api = Self {
+            shared,
+            dir,
+            url: format!("https://{address}"),
+            admin_kubeconfig: PathBuf::new(),
+            task,
+        };
         api.admin_kubeconfig = api.kubeconfig_for(&Identity::admin(), "admin.kubeconfig")?;
         Ok(api)
     }
@@ -128,13 +137,23 @@ impl TestApiServer {
 
     /// Accepts `token` as a bearer token for `identity` (bootstrap tokens,
     /// service-account tokens) and writes a kubeconfig using it.
-    pub fn token_kubeconfig(&self, token: &str, identity: Identity, file_name: &str) -> anyhow::Result<PathBuf> {
+    pub fn token_kubeconfig(
+        &self,
+        token: &str,
+        identity: Identity,
+        file_name: &str,
+    ) -> anyhow::Result<PathBuf> {
         let user = identity.user.clone();
         lock(&self.shared.tokens).insert(token.to_string(), identity);
         self.write_kubeconfig(file_name, &user, json!({"token": token}))
     }
 
-    fn write_kubeconfig(&self, file_name: &str, user: &str, credentials: Value) -> anyhow::Result<PathBuf> {
+    fn write_kubeconfig(
+        &self,
+        file_name: &str,
+        user: &str,
+        credentials: Value,
+    ) -> anyhow::Result<PathBuf> {
         let config = json!({
             "apiVersion": "v1", "kind": "Config", "preferences": {},
             "clusters": [{"name": "hpk8s-test", "cluster": {
@@ -157,7 +176,8 @@ impl TestApiServer {
     /// authorization). Namespaced objects without a namespace go to
     /// `default`.
     pub fn apply_json(&self, obj: Value) -> anyhow::Result<Value> {
-        rest::upsert(&mut lock(&self.shared.store), obj).map_err(|e| anyhow::anyhow!("seeding an object: {}", e.message))
+        rest::upsert(&mut lock(&self.shared.store), obj)
+            .map_err(|e| anyhow::anyhow!("seeding an object: {}", e.message))
     }
 
     /// The stored object of `plural` (`nodes`, `pods`, `leases`, ...), if
@@ -170,11 +190,17 @@ impl TestApiServer {
     /// Names of the stored objects of `plural` in `namespace` (all
     /// namespaces when `None`).
     pub fn names(&self, plural: &str, namespace: Option<&str>) -> Vec<String> {
-        let Some(rt) = discovery::find_plural(plural) else { return Vec::new() };
+        let Some(rt) = discovery::find_plural(plural) else {
+            return Vec::new();
+        };
         lock(&self.shared.store)
             .list(rt, namespace)
             .into_iter()
-            .filter_map(|(_, o)| o.pointer("/metadata/name").and_then(Value::as_str).map(String::from))
+            .filter_map(|(_, o)| {
+                o.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
             .collect()
     }
 
@@ -185,7 +211,9 @@ impl TestApiServer {
 
     /// Plays kubelet: sets the node's Ready condition.
     pub fn set_ready(&self, name: &str, ready: bool) -> anyhow::Result<Value> {
-        let mut node = self.get_json("nodes", "", name).with_context(|| format!("node {name} is not registered"))?;
+        let mut node = self
+            .get_json("nodes", "", name)
+            .with_context(|| format!("node {name} is not registered"))?;
         let (reason, message) = if ready {
             ("KubeletReady", "kubelet is posting ready status")
         } else {
@@ -198,7 +226,11 @@ impl TestApiServer {
     /// Arms a fault for the next `times` requests whose path starts with
     /// `path_prefix`.
     pub fn inject_fault(&self, path_prefix: &str, kind: FaultKind, times: usize) {
-        lock(&self.shared.faults).push(Fault { prefix: path_prefix.to_string(), kind, remaining: times });
+        lock(&self.shared.faults).push(Fault {
+            prefix: path_prefix.to_string(),
+            kind,
+            remaining: times,
+        });
     }
 
     /// Every request received so far.
@@ -234,5 +266,6 @@ fn write_secret_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(contents).with_context(|| format!("writing {}", path.display()))
+    f.write_all(contents)
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -41,8 +41,14 @@ impl PatchKind {
 fn merge_key(field: &str) -> Option<&'static str> {
     Some(match field {
         "conditions" | "addresses" => "type",
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env"
-        | "imagePullSecrets" | "containerStatuses" | "initContainerStatuses" => "name",
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "containerStatuses"
+        | "initContainerStatuses" => "name",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "ports" => "containerPort",
@@ -76,11 +82,17 @@ pub fn strategic(doc: &mut Value, patch: &Value) -> Result<(), String> {
     if !doc.is_object() {
         *doc = Value::Object(Map::new());
     }
-    merge_map(doc.as_object_mut().map(std::mem::take).unwrap_or_default(), patch)
-        .map(|m| *doc = Value::Object(m))
+    merge_map(
+        doc.as_object_mut().map(std::mem::take).unwrap_or_default(),
+        patch,
+    )
+    .map(|m| *doc = Value::Object(m))
 }
 
-fn merge_map(mut doc: Map<String, Value>, patch: &Map<String, Value>) -> Result<Map<String, Value>, String> {
+fn merge_map(
+    mut doc: Map<String, Value>,
+    patch: &Map<String, Value>,
+) -> Result<Map<String, Value>, String> {
     if patch.get("$patch").and_then(Value::as_str) == Some("replace") {
         let mut p = patch.clone();
         p.remove("$patch");
@@ -150,7 +162,11 @@ fn strip_directives(items: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-fn merge_list_by_key(mut current: Vec<Value>, patch: &[Value], key: &str) -> Result<Vec<Value>, String> {
+fn merge_list_by_key(
+    mut current: Vec<Value>,
+    patch: &[Value],
+    key: &str,
+) -> Result<Vec<Value>, String> {
     for item in patch {
         let Some(obj) = item.as_object() else {
             return Err(format!("list merged by {key:?} holds a non-object {item}"));
@@ -184,12 +200,23 @@ fn merge_list_by_key(mut current: Vec<Value>, patch: &[Value], key: &str) -> Res
 /// replaced), and `managedFields` records the manager. Fields a manager
 /// stops applying are not removed, and conflicts between managers are not
 /// detected.
-pub fn apply(live: Option<&Value>, applied: &Value, manager: &str, now: &str) -> Result<Value, String> {
+pub fn apply(
+    live: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    now: &str,
+) -> Result<Value, String> {
     let mut out = live.cloned().unwrap_or_else(|| Value::Object(Map::new()));
     let mut cfg = applied.clone();
     if let Some(meta) = cfg.get_mut("metadata").and_then(Value::as_object_mut) {
         // Identity and bookkeeping fields are the server's, not the applier's.
-        for k in ["resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"] {
+        for k in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "managedFields",
+            "generation",
+        ] {
             meta.remove(k);
         }
     }
@@ -233,7 +260,10 @@ mod tests {
             "status": {"conditions": [{"type": "Ready", "status": "False"}, {"type": "GpuHealthy", "status": "True"}]}
         });
         strategic(&mut node, &patch).unwrap();
-        assert_eq!(node["spec"]["taints"], json!([{"key": "b", "effect": "NoSchedule"}]));
+        assert_eq!(
+            node["spec"]["taints"],
+            json!([{"key": "b", "effect": "NoSchedule"}])
+        );
         assert_eq!(
             node["status"]["conditions"],
             json!([{"type": "Ready", "status": "False"}, {"type": "DiskPressure", "status": "False"}, {"type": "GpuHealthy", "status": "True"}])
@@ -252,7 +282,10 @@ mod tests {
             "metadata": {"labels": {"drop": null}}
         });
         strategic(&mut pod, &patch).unwrap();
-        assert_eq!(pod["spec"]["containers"], json!([{"name": "a", "image": "z"}]));
+        assert_eq!(
+            pod["spec"]["containers"],
+            json!([{"name": "a", "image": "z"}])
+        );
         assert_eq!(pod["spec"]["strategy"], json!({"type": "Recreate"}));
         assert_eq!(pod["metadata"]["labels"], json!({"k": "v"}));
     }
@@ -272,8 +305,17 @@ mod tests {
         let mut o = json!({"metadata": {"labels": {"a": "1"}}});
         json_patch(&mut o, &json!([{"op": "add", "path": "/metadata/labels/b", "value": "2"}, {"op": "remove", "path": "/metadata/labels/a"}])).unwrap();
         assert_eq!(o["metadata"]["labels"], json!({"b": "2"}));
-        merge(&mut o, &json!({"metadata": {"labels": {"b": null, "c": "3"}}}));
+        merge(
+            &mut o,
+            &json!({"metadata": {"labels": {"b": null, "c": "3"}}}),
+        );
         assert_eq!(o["metadata"]["labels"], json!({"c": "3"}));
-        assert!(json_patch(&mut o, &json!([{"op": "test", "path": "/metadata/labels/c", "value": "9"}])).is_err());
+        assert!(
+            json_patch(
+                &mut o,
+                &json!([{"op": "test", "path": "/metadata/labels/c", "value": "9"}])
+            )
+            .is_err()
+        );
     }
 }

@@ -59,7 +59,10 @@ pub enum Reply {
 /// The current time as RFC 3339 UTC with second precision, as Kubernetes
 /// writes timestamps.
 pub fn now() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     // Civil-from-days (Howard Hinnant's algorithm).
@@ -72,11 +75,19 @@ pub fn now() -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 fn verb(req: &ApiRequest<'_>) -> Result<&'static str, ApiError> {
-    let watch = matches!(req.query.get("watch").map(String::as_str), Some("true" | "1"));
+    let watch = matches!(
+        req.query.get("watch").map(String::as_str),
+        Some("true" | "1")
+    );
     Ok(match (req.method, req.name.is_empty()) {
         ("GET", true) if watch => "watch",
         ("GET", true) => "list",
@@ -94,15 +105,24 @@ fn verb(req: &ApiRequest<'_>) -> Result<&'static str, ApiError> {
 /// Handles one resource request.
 pub fn handle(shared: &Shared, id: &Identity, req: &ApiRequest<'_>) -> Result<Reply, ApiError> {
     let verb = verb(req)?;
-    let attrs = Attributes { verb, rt: req.rt, namespace: req.namespace, name: req.name, sub: req.sub };
+    let attrs = Attributes {
+        verb,
+        rt: req.rt,
+        namespace: req.namespace,
+        name: req.name,
+        sub: req.sub,
+    };
     let restrict = shared.node_restriction();
     authz::authorize(id, &attrs, restrict)?;
-    let admit = |old: Option<&Value>, new: Option<&Value>| authz::admit(id, &attrs, old, new, restrict);
+    let admit =
+        |old: Option<&Value>, new: Option<&Value>| authz::admit(id, &attrs, old, new, restrict);
     let dry_run = req.query.get("dryRun").is_some_and(|v| v == "All");
     let mut store = lock(&shared.store);
     let ns = req.namespace;
     match verb {
-        "get" => store.get_or_404(req.rt, ns, req.name).map(|o| Reply::Json(200, o)),
+        "get" => store
+            .get_or_404(req.rt, ns, req.name)
+            .map(|o| Reply::Json(200, o)),
         "list" => list(&store, req).map(|l| Reply::Json(200, l)),
         "watch" => watch(&store, req),
         "create" if req.sub == "eviction" => {
@@ -118,7 +138,11 @@ pub fn handle(shared: &Shared, id: &Identity, req: &ApiRequest<'_>) -> Result<Re
             let obj = new_object(&mut store, req.rt, ns, parse_body(req)?)?;
             admit(None, Some(&obj))?;
             let name = obj_name(&obj).to_string();
-            let out = if dry_run { obj } else { store.put(req.rt, ns, &name, obj, EventType::Added) };
+            let out = if dry_run {
+                obj
+            } else {
+                store.put(req.rt, ns, &name, obj, EventType::Added)
+            };
             Ok(Reply::Json(201, out))
         }
         "update" => {
@@ -134,7 +158,8 @@ pub fn handle(shared: &Shared, id: &Identity, req: &ApiRequest<'_>) -> Result<Re
             check_rv(req.rt, req.name, &old, &body)?;
             let new = merge_update(req.rt, req.sub, &old, body);
             admit(Some(&old), Some(&new))?;
-            commit_update(&mut store, req.rt, ns, req.name, &old, new, dry_run).map(|o| Reply::Json(200, o))
+            commit_update(&mut store, req.rt, ns, req.name, &old, new, dry_run)
+                .map(|o| Reply::Json(200, o))
         }
         "patch" => patch(&mut store, req, &admit, dry_run),
         "delete" => {
@@ -144,7 +169,10 @@ pub fn handle(shared: &Shared, id: &Identity, req: &ApiRequest<'_>) -> Result<Re
             if dry_run {
                 return Ok(Reply::Json(200, old));
             }
-            Ok(Reply::Json(200, delete(&mut store, req.rt, ns, req.name, old)))
+            Ok(Reply::Json(
+                200,
+                delete(&mut store, req.rt, ns, req.name, old),
+            ))
         }
         "deletecollection" => {
             let victims = selected(&store, req)?;
@@ -152,9 +180,16 @@ pub fn handle(shared: &Shared, id: &Identity, req: &ApiRequest<'_>) -> Result<Re
             for obj in victims {
                 admit(Some(&obj), None)?;
                 let (vns, vname) = (obj_namespace(&obj).to_string(), obj_name(&obj).to_string());
-                items.push(if dry_run { obj } else { delete(&mut store, req.rt, &vns, &vname, obj) });
+                items.push(if dry_run {
+                    obj
+                } else {
+                    delete(&mut store, req.rt, &vns, &vname, obj)
+                });
             }
-            Ok(Reply::Json(200, list_body(req.rt, store.resource_version(), items, None)))
+            Ok(Reply::Json(
+                200,
+                list_body(req.rt, store.resource_version(), items, None),
+            ))
         }
         _ => Err(ApiError::method_not_allowed(req.method)),
     }
@@ -164,21 +199,29 @@ fn parse_body(req: &ApiRequest<'_>) -> Result<Value, ApiError> {
     let v: Value = serde_json::from_slice(&req.body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
     if !v.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     Ok(v)
 }
 
 fn obj_name(o: &Value) -> &str {
-    o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+    o.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn obj_namespace(o: &Value) -> &str {
-    o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default()
+    o.pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn obj_rv(o: &Value) -> &str {
-    o.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default()
+    o.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn selected(store: &Store, req: &ApiRequest<'_>) -> Result<Vec<Value>, ApiError> {
@@ -196,7 +239,12 @@ fn selected(store: &Store, req: &ApiRequest<'_>) -> Result<Vec<Value>, ApiError>
         .collect())
 }
 
-fn list_body(rt: &ResourceType, rv: u64, items: Vec<Value>, cont: Option<(String, usize)>) -> Value {
+fn list_body(
+    rt: &ResourceType,
+    rv: u64,
+    items: Vec<Value>,
+    cont: Option<(String, usize)>,
+) -> Value {
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if let Some((token, remaining)) = cont {
         meta["continue"] = json!(token);
@@ -210,23 +258,41 @@ fn list_body(rt: &ResourceType, rv: u64, items: Vec<Value>, cont: Option<(String
 fn list(store: &Store, req: &ApiRequest<'_>) -> Result<Value, ApiError> {
     let after = match req.query.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
-            let raw = B64.decode(token).map_err(|_| ApiError::bad_request("invalid continue token"))?;
-            Some(String::from_utf8(raw).map_err(|_| ApiError::bad_request("invalid continue token"))?)
+            let raw = B64
+                .decode(token)
+                .map_err(|_| ApiError::bad_request("invalid continue token"))?;
+            Some(
+                String::from_utf8(raw)
+                    .map_err(|_| ApiError::bad_request("invalid continue token"))?,
+            )
         }
         None => None,
     };
     let items: Vec<Value> = selected(store, req)?
         .into_iter()
-        .filter(|o| after.as_deref().is_none_or(|a| format!("{}/{}", obj_namespace(o), obj_name(o)).as_str() > a))
+        .filter(|o| {
+            after
+                .as_deref()
+                .is_none_or(|a| format!("{}/{}", obj_namespace(o), obj_name(o)).as_str() > a)
+        })
         .collect();
-    let limit = req.query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+    let limit = req
+        .query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
     let rv = store.resource_version();
     match limit {
         Some(limit) if items.len() > limit => {
             let page: Vec<Value> = items[..limit].to_vec();
             let last = &page[limit - 1];
             let token = B64.encode(format!("{}/{}", obj_namespace(last), obj_name(last)));
-            Ok(list_body(req.rt, rv, page, Some((token, items.len() - limit))))
+            Ok(list_body(
+                req.rt,
+                rv,
+                page,
+                Some((token, items.len() - limit)),
+            ))
         }
         _ => Ok(list_body(req.rt, rv, items, None)),
     }
@@ -235,7 +301,10 @@ fn list(store: &Store, req: &ApiRequest<'_>) -> Result<Value, ApiError> {
 fn watch(store: &Store, req: &ApiRequest<'_>) -> Result<Reply, ApiError> {
     let from = match req.query.get("resourceVersion").map(String::as_str) {
         None | Some("") => None,
-        Some(v) => Some(v.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?),
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?,
+        ),
     };
     let ns = (!req.namespace.is_empty()).then(|| req.namespace.to_string());
     let (replay, live) = store.watch(req.rt, ns.as_deref(), from)?;
@@ -257,18 +326,32 @@ fn watch(store: &Store, req: &ApiRequest<'_>) -> Result<Reply, ApiError> {
 
 /// Fills in what the server owns on create (name from generateName, uid,
 /// creationTimestamp, generation) and checks the namespace and name.
-pub fn new_object(store: &mut Store, rt: &ResourceType, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
-    for (field, want) in [("apiVersion", rt.api_version()), ("kind", rt.kind.to_string())] {
+pub fn new_object(
+    store: &mut Store,
+    rt: &ResourceType,
+    ns: &str,
+    mut obj: Value,
+) -> Result<Value, ApiError> {
+    for (field, want) in [
+        ("apiVersion", rt.api_version()),
+        ("kind", rt.kind.to_string()),
+    ] {
         match obj.get(field).and_then(Value::as_str) {
             Some(got) if got != want => {
-                return Err(ApiError::bad_request(format!("{field} {got:?} does not match the {} endpoint ({want})", rt.plural)));
+                return Err(ApiError::bad_request(format!(
+                    "{field} {got:?} does not match the {} endpoint ({want})",
+                    rt.plural
+                )));
             }
             _ => obj[field] = json!(want),
         }
     }
     let meta = obj
         .as_object_mut()
-        .map(|o| o.entry("metadata").or_insert_with(|| Value::Object(Map::new())))
+        .map(|o| {
+            o.entry("metadata")
+                .or_insert_with(|| Value::Object(Map::new()))
+        })
         .and_then(Value::as_object_mut)
         .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
     if rt.namespaced {
@@ -286,21 +369,35 @@ pub fn new_object(store: &mut Store, rt: &ResourceType, ns: &str, mut obj: Value
         meta.remove("namespace");
     }
     let serial = store.next_serial();
-    let name = match meta.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+    let name = match meta
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
         Some(n) => n.to_string(),
         None => match meta.get("generateName").and_then(Value::as_str) {
             Some(prefix) => format!("{prefix}{}", suffix(serial)),
-            None => return Err(ApiError::invalid(rt, "", "metadata.name: Required value: name or generateName is required")),
+            None => {
+                return Err(ApiError::invalid(
+                    rt,
+                    "",
+                    "metadata.name: Required value: name or generateName is required",
+                ));
+            }
         },
     };
     meta.insert("name".into(), json!(name));
-    meta.insert("uid".into(), json!(format!("7e57a9e0-0000-4000-8000-{serial:012x}")));
+    meta.insert(
+        "uid".into(),
+        json!(format!("7e57a9e0-0000-4000-8000-{serial:012x}")),
+    );
     meta.insert("creationTimestamp".into(), json!(now()));
     meta.insert("generation".into(), json!(1));
     for k in ["resourceVersion", "deletionTimestamp", "selfLink"] {
         meta.remove(k);
     }
-    let namespaces = find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces not served"))?;
+    let namespaces =
+        find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces not served"))?;
     if rt.namespaced && store.get(namespaces, "", ns).is_none() {
         return Err(ApiError::not_found(namespaces, ns));
     }
@@ -341,14 +438,20 @@ fn check_preconditions(req: &ApiRequest<'_>, old: &Value) -> Result<(), ApiError
     }
     let opts: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
     let pre = opts.get("preconditions");
-    let uid = old.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let uid = old
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if let Some(want) = pre.and_then(|p| p.get("uid")).and_then(Value::as_str)
         && want != uid
     {
-        let why = format!("Precondition failed: UID in precondition: {want}, UID in object meta: {uid}");
+        let why =
+            format!("Precondition failed: UID in precondition: {want}, UID in object meta: {uid}");
         return Err(ApiError::conflict(req.rt, req.name, &why));
     }
-    if let Some(want) = pre.and_then(|p| p.get("resourceVersion")).and_then(Value::as_str)
+    if let Some(want) = pre
+        .and_then(|p| p.get("resourceVersion"))
+        .and_then(Value::as_str)
         && want != obj_rv(old)
     {
         let why = format!(
@@ -368,7 +471,14 @@ fn merge_update(rt: &ResourceType, sub: &str, old: &Value, mut new: Value) -> Va
         out["status"] = new.get("status").cloned().unwrap_or(Value::Null);
         return out;
     }
-    for k in ["uid", "creationTimestamp", "namespace", "name", "generation", "deletionTimestamp"] {
+    for k in [
+        "uid",
+        "creationTimestamp",
+        "namespace",
+        "name",
+        "generation",
+        "deletionTimestamp",
+    ] {
         match old.pointer(&format!("/metadata/{k}")) {
             Some(v) => new["metadata"][k] = v.clone(),
             None => {
@@ -391,7 +501,10 @@ fn merge_update(rt: &ResourceType, sub: &str, old: &Value, mut new: Value) -> Va
         }
     }
     if new.get("spec") != old.get("spec") {
-        let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        let generation = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         new["metadata"]["generation"] = json!(generation + 1);
     }
     new
@@ -430,7 +543,8 @@ fn commit_update(
     if new.pointer("/metadata/deletionTimestamp").is_some() && finalizers_gone {
         return Ok(delete_now(store, rt, ns, name, new));
     }
-    let managed_changed = old.pointer("/metadata/managedFields") != new.pointer("/metadata/managedFields");
+    let managed_changed =
+        old.pointer("/metadata/managedFields") != new.pointer("/metadata/managedFields");
     if !changed(old, &new) && !managed_changed {
         return Ok(old.clone());
     }
@@ -445,8 +559,11 @@ fn patch(
 ) -> Result<Reply, ApiError> {
     let kind = PatchKind::from_content_type(req.content_type)
         .ok_or_else(|| ApiError::unsupported_media_type(req.content_type))?;
-    let body: Value = serde_json::from_slice(&req.body)
-        .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON (YAML apply bodies are not supported): {e}")))?;
+    let body: Value = serde_json::from_slice(&req.body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the patch is not valid JSON (YAML apply bodies are not supported): {e}"
+        ))
+    })?;
     let ns = req.namespace;
     let old = store.get(req.rt, ns, req.name).cloned();
     if kind == PatchKind::Apply {
@@ -456,11 +573,16 @@ fn patch(
             .filter(|m| !m.is_empty())
             .ok_or_else(|| ApiError::bad_request("fieldManager is required for apply requests"))?;
         if old.is_none() {
-            let mut applied = patch::apply(None, &body, manager, &now()).map_err(ApiError::bad_request)?;
+            let mut applied =
+                patch::apply(None, &body, manager, &now()).map_err(ApiError::bad_request)?;
             applied["metadata"]["name"] = json!(req.name);
             let obj = new_object(store, req.rt, ns, applied)?;
             admit(None, Some(&obj))?;
-            let out = if dry_run { obj } else { store.put(req.rt, ns, req.name, obj, EventType::Added) };
+            let out = if dry_run {
+                obj
+            } else {
+                store.put(req.rt, ns, req.name, obj, EventType::Added)
+            };
             return Ok(Reply::Json(201, out));
         }
     }
@@ -468,18 +590,24 @@ fn patch(
     let mut doc = old.clone();
     match kind {
         PatchKind::Merge => patch::merge(&mut doc, &body),
-        PatchKind::Json => patch::json_patch(&mut doc, &body).map_err(|e| ApiError::invalid(req.rt, req.name, &e))?,
+        PatchKind::Json => patch::json_patch(&mut doc, &body)
+            .map_err(|e| ApiError::invalid(req.rt, req.name, &e))?,
         PatchKind::Strategic => patch::strategic(&mut doc, &body).map_err(ApiError::bad_request)?,
         PatchKind::Apply => {
             let manager = req.query.get("fieldManager").map_or("", String::as_str);
-            doc = patch::apply(Some(&old), &body, manager, &now()).map_err(ApiError::bad_request)?;
+            doc =
+                patch::apply(Some(&old), &body, manager, &now()).map_err(ApiError::bad_request)?;
         }
     }
     if kind != PatchKind::Json {
         check_rv(req.rt, req.name, &old, &body)?;
     }
     if obj_name(&doc) != req.name {
-        return Err(ApiError::invalid(req.rt, req.name, "metadata.name: Invalid value: field is immutable"));
+        return Err(ApiError::invalid(
+            req.rt,
+            req.name,
+            "metadata.name: Invalid value: field is immutable",
+        ));
     }
     let new = merge_update(req.rt, req.sub, &old, doc);
     admit(Some(&old), Some(&new))?;
@@ -508,7 +636,11 @@ fn delete(store: &mut Store, rt: &ResourceType, ns: &str, name: &str, old: Value
 fn delete_now(store: &mut Store, rt: &ResourceType, ns: &str, name: &str, old: Value) -> Value {
     if rt.kind == "Namespace" {
         for inner in super::discovery::RESOURCES.iter().filter(|r| r.namespaced) {
-            let names: Vec<String> = store.list(inner, Some(name)).iter().map(|(_, o)| obj_name(o).to_string()).collect();
+            let names: Vec<String> = store
+                .list(inner, Some(name))
+                .iter()
+                .map(|(_, o)| obj_name(o).to_string())
+                .collect();
             for n in names {
                 store.remove(inner, name, &n);
             }
@@ -520,13 +652,28 @@ fn delete_now(store: &mut Store, rt: &ResourceType, ns: &str, name: &str, old: V
 /// Creates or replaces an object as the test's seed (no authorization, the
 /// status stored as given).
 pub fn upsert(store: &mut Store, mut obj: Value) -> Result<Value, ApiError> {
-    let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-    let rt = super::discovery::find_kind(&api_version, &kind)
-        .ok_or_else(|| ApiError::bad_request(format!("no resource serves apiVersion {api_version:?} kind {kind:?}")))?;
+    let api_version = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let kind = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let rt = super::discovery::find_kind(&api_version, &kind).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "no resource serves apiVersion {api_version:?} kind {kind:?}"
+        ))
+    })?;
     let ns = if rt.namespaced {
         let ns = obj_namespace(&obj);
-        if ns.is_empty() { "default".to_string() } else { ns.to_string() }
+        if ns.is_empty() {
+            "default".to_string()
+        } else {
+            ns.to_string()
+        }
     } else {
         String::new()
     };
@@ -566,7 +713,10 @@ mod tests {
     fn timestamps_are_rfc3339_utc() {
         let t = now();
         assert_eq!(t.len(), 20, "{t}");
-        assert!(t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T", "{t}");
+        assert!(
+            t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T",
+            "{t}"
+        );
     }
 
     #[test]

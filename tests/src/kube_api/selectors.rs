@@ -41,7 +41,11 @@ fn split_top(s: &str) -> Vec<&str> {
         }
     }
     parts.push(&s[start..]);
-    parts.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect()
+    parts
+        .into_iter()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn set_values(s: &str) -> Result<Vec<String>, String> {
@@ -50,7 +54,11 @@ fn set_values(s: &str) -> Result<Vec<String>, String> {
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
         .ok_or_else(|| format!("expected a parenthesised value set, got {s:?}"))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 impl LabelSelector {
@@ -75,7 +83,10 @@ impl LabelSelector {
             };
             reqs.push(req);
         }
-        Ok(Self { reqs, nothing: false })
+        Ok(Self {
+            reqs,
+            nothing: false,
+        })
     }
 
     /// Builds one from a `LabelSelector` object (`matchLabels`,
@@ -83,16 +94,31 @@ impl LabelSelector {
     /// selects everything (policy/v1 PodDisruptionBudget semantics).
     pub fn from_object(sel: Option<&Value>) -> Result<Self, String> {
         let Some(sel) = sel.filter(|s| !s.is_null()) else {
-            return Ok(Self { reqs: Vec::new(), nothing: true });
+            return Ok(Self {
+                reqs: Vec::new(),
+                nothing: true,
+            });
         };
         let mut reqs = Vec::new();
         if let Some(labels) = sel.get("matchLabels").and_then(Value::as_object) {
             for (k, v) in labels {
-                reqs.push(Requirement::In(k.clone(), vec![v.as_str().unwrap_or_default().to_string()]));
+                reqs.push(Requirement::In(
+                    k.clone(),
+                    vec![v.as_str().unwrap_or_default().to_string()],
+                ));
             }
         }
-        for expr in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
-            let key = expr.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
+        for expr in sel
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = expr
+                .get("key")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             let values: Vec<String> = expr
                 .get("values")
                 .and_then(Value::as_array)
@@ -108,7 +134,10 @@ impl LabelSelector {
                 other => return Err(format!("unknown label selector operator {other:?}")),
             });
         }
-        Ok(Self { reqs, nothing: false })
+        Ok(Self {
+            reqs,
+            nothing: false,
+        })
     }
 
     /// Whether an object's `metadata.labels` satisfy every requirement.
@@ -145,7 +174,9 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (k, true, v)
             } else {
-                return Err(format!("invalid field selector term {part:?}: expected field=value"));
+                return Err(format!(
+                    "invalid field selector term {part:?}: expected field=value"
+                ));
             };
             terms.push((path.trim().to_string(), equal, value.trim().to_string()));
         }
@@ -191,7 +222,11 @@ mod tests {
             ("app=web,tier in (cpu)", false),
             ("", true),
         ] {
-            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&o), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).unwrap().matches(&o),
+                want,
+                "{sel}"
+            );
         }
         assert!(LabelSelector::parse("app in web").is_err());
     }
@@ -201,16 +236,36 @@ mod tests {
         let o = labelled(json!({"app": "web"}));
         let s = json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]});
         assert!(LabelSelector::from_object(Some(&s)).unwrap().matches(&o));
-        assert!(LabelSelector::from_object(Some(&json!({}))).unwrap().matches(&o));
+        assert!(
+            LabelSelector::from_object(Some(&json!({})))
+                .unwrap()
+                .matches(&o)
+        );
         assert!(!LabelSelector::from_object(None).unwrap().matches(&o));
     }
 
     #[test]
     fn field_selectors_compare_dotted_paths() {
         let pod = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
-        assert!(FieldSelector::parse("spec.nodeName=n1").unwrap().matches(&pod));
-        assert!(!FieldSelector::parse("spec.nodeName=n2").unwrap().matches(&pod));
-        assert!(FieldSelector::parse("status.phase!=Succeeded,status.phase!=Failed").unwrap().matches(&pod));
-        assert!(FieldSelector::parse("spec.schedulerName=").unwrap().matches(&pod));
+        assert!(
+            FieldSelector::parse("spec.nodeName=n1")
+                .unwrap()
+                .matches(&pod)
+        );
+        assert!(
+            !FieldSelector::parse("spec.nodeName=n2")
+                .unwrap()
+                .matches(&pod)
+        );
+        assert!(
+            FieldSelector::parse("status.phase!=Succeeded,status.phase!=Failed")
+                .unwrap()
+                .matches(&pod)
+        );
+        assert!(
+            FieldSelector::parse("spec.schedulerName=")
+                .unwrap()
+                .matches(&pod)
+        );
     }
 }

@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use super::authz::Identity;
 use super::discovery;
 use super::faults::{self, Fault, FaultKind, RequestRecord};
+use super::openapi;
 use super::rest::{self, ApiRequest, Reply};
 use super::status::ApiError;
 use super::store::Store;
@@ -70,35 +71,58 @@ impl std::error::Error for DroppedByFault {}
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let acceptor = TlsAcceptor::from(shared.pki.server_config());
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let (shared, acceptor) = (shared.clone(), acceptor.clone());
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
             let cert_identity = shared.pki.identify(tls.get_ref().1.peer_certificates());
             let service = service_fn(move |req| handle(shared.clone(), cert_identity.clone(), req));
             // Connection errors (client hung up mid-watch) are normal here.
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
         });
     }
 }
 
 fn json_response(code: u16, body: &Value) -> HttpResponse {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
-    *resp.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 fn error_response(e: &ApiError) -> HttpResponse {
     let mut resp = json_response(e.code, &e.to_status());
-    if matches!(e.code, 429 | 503) {
-        resp.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+    // Only where the Status says so: the eviction API's 429 carries no
+    // Retry-After, and clients must see it rather than silently retry.
+    let retry_after = e
+        .details
+        .as_ref()
+        .and_then(|d| d.get("retryAfterSeconds"))
+        .and_then(Value::as_u64);
+    if let Some(secs) = retry_after {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+        }
     }
     resp
 }
 
 fn header(req: &Request<Incoming>, name: hyper::header::HeaderName) -> String {
-    req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 async fn handle(
@@ -119,10 +143,14 @@ async fn handle(
         method: method.clone(),
         path: path.clone(),
         query: query.clone(),
-        user: identity.as_ref().map_or_else(|| "<invalid token>".to_string(), |i| i.user.clone()),
+        user: identity
+            .as_ref()
+            .map_or_else(|| "<invalid token>".to_string(), |i| i.user.clone()),
         content_type: content_type.clone(),
     });
-    let Some(identity) = identity else { return Ok(error_response(&ApiError::unauthorized())) };
+    let Some(identity) = identity else {
+        return Ok(error_response(&ApiError::unauthorized()));
+    };
     let fault = faults::take(&mut lock(&shared.faults), &path);
     match fault {
         Some(FaultKind::Status(code)) => return Ok(error_response(&ApiError::injected(code))),
@@ -132,19 +160,41 @@ async fn handle(
     }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return Ok(error_response(&ApiError::bad_request(format!("reading the request body: {e}")))),
-    };
-    Ok(match route(&shared, &identity, &method, &path, &query, &content_type, body) {
-        Ok(Reply::Json(code, v)) => json_response(code, &v),
-        Ok(Reply::Text(text)) => Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed()),
-        Ok(Reply::Stream(body)) => {
-            let mut resp = Response::new(body.boxed());
-            resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
-            resp.headers_mut().insert(hyper::header::TRANSFER_ENCODING, hyper::header::HeaderValue::from_static("chunked"));
-            resp
+        Err(e) => {
+            return Ok(error_response(&ApiError::bad_request(format!(
+                "reading the request body: {e}"
+            ))));
         }
-        Err(e) => error_response(&e),
-    })
+    };
+    Ok(
+        match route(
+            &shared,
+            &identity,
+            &method,
+            &path,
+            &query,
+            &content_type,
+            body,
+        ) {
+            Ok(Reply::Json(code, v)) => json_response(code, &v),
+            Ok(Reply::Text(text)) => {
+                Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed())
+            }
+            Ok(Reply::Stream(body)) => {
+                let mut resp = Response::new(body.boxed());
+                resp.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("application/json"),
+                );
+                resp.headers_mut().insert(
+                    hyper::header::TRANSFER_ENCODING,
+                    hyper::header::HeaderValue::from_static("chunked"),
+                );
+                resp
+            }
+            Err(e) => error_response(&e),
+        },
+    )
 }
 
 /// Decodes a `application/x-www-form-urlencoded` query component.
@@ -192,7 +242,11 @@ fn route(
     content_type: &str,
     body: Bytes,
 ) -> Result<Reply, ApiError> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let discovery_doc = match segs.as_slice() {
         ["version"] => Some(discovery::version()),
         ["healthz" | "livez" | "readyz"] => {
@@ -203,6 +257,10 @@ fn route(
         ["apis"] => Some(discovery::group_list()),
         ["apis", g] => discovery::group(g),
         ["apis", g, v] => discovery::resource_list(g, v),
+        ["openapi", "v3"] => Some(openapi::root()),
+        ["openapi", "v3", rest @ ..] => {
+            Some(openapi::group_version(&rest.join("/")).ok_or_else(|| ApiError::no_route(path))?)
+        }
         ["api", _, ..] | ["apis", _, _, ..] => None,
         _ => return Err(ApiError::no_route(path)),
     };
@@ -225,7 +283,9 @@ fn route(
         [plural, tail @ ..] => ("", resource(plural), tail),
         [] => ("", None, rest),
     };
-    let Some(rt) = rt else { return Err(ApiError::no_route(path)) };
+    let Some(rt) = rt else {
+        return Err(ApiError::no_route(path));
+    };
     let (name, sub) = match tail {
         [] => ("", ""),
         [name] => (*name, ""),
@@ -260,7 +320,9 @@ mod tests {
 
     #[test]
     fn query_decoding() {
-        let q = parse_query("labelSelector=app+in+%28a%2Cb%29&fieldSelector=spec.nodeName%3Dn1&watch=1");
+        let q = parse_query(
+            "labelSelector=app+in+%28a%2Cb%29&fieldSelector=spec.nodeName%3Dn1&watch=1",
+        );
         assert_eq!(q["labelSelector"], "app in (a,b)");
         assert_eq!(q["fieldSelector"], "spec.nodeName=n1");
         assert_eq!(q["watch"], "1");

@@ -30,7 +30,12 @@ fn details(rt: &ResourceType, name: &str) -> Value {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: String, details: Option<Value>) -> Self {
-        Self { code, reason, message, details }
+        Self {
+            code,
+            reason,
+            message,
+            details,
+        }
     }
 
     /// 404 for a named object.
@@ -41,7 +46,12 @@ impl ApiError {
 
     /// 404 for a path that serves nothing.
     pub fn no_route(path: &str) -> Self {
-        Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"), None)
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+            None,
+        )
     }
 
     /// 409 on create of an existing name.
@@ -52,13 +62,20 @@ impl ApiError {
 
     /// 409 on a stale `resourceVersion` or a failed precondition.
     pub fn conflict(rt: &ResourceType, name: &str, why: &str) -> Self {
-        let message = format!("Operation cannot be fulfilled on {} \"{name}\": {why}", rt.qualified());
+        let message = format!(
+            "Operation cannot be fulfilled on {} \"{name}\": {why}",
+            rt.qualified()
+        );
         Self::new(409, "Conflict", message, Some(details(rt, name)))
     }
 
     /// 403 from authorization or admission.
     pub fn forbidden(rt: &ResourceType, name: &str, user: &str, verb: &str, why: &str) -> Self {
-        let scope = if name.is_empty() { String::new() } else { format!(" \"{name}\"") };
+        let scope = if name.is_empty() {
+            String::new()
+        } else {
+            format!(" \"{name}\"")
+        };
         let message = format!(
             "{}{scope} is forbidden: User \"{user}\" cannot {verb} resource \"{}\" in API group \"{}\": {why}",
             rt.qualified(),
@@ -88,17 +105,34 @@ impl ApiError {
 
     /// 405 for a verb the path does not support.
     pub fn method_not_allowed(method: &str) -> Self {
-        Self::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({method})"), None)
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource ({method})"),
+            None,
+        )
     }
 
     /// 410 when a watch starts before the retained event history.
     pub fn expired(requested: u64, oldest: u64) -> Self {
-        Self::new(410, "Expired", format!("too old resource version: {requested} ({oldest})"), None)
+        Self::new(
+            410,
+            "Expired",
+            format!("too old resource version: {requested} ({oldest})"),
+            None,
+        )
     }
 
     /// 415 for a patch content type the server does not know.
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type})"), None)
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type})"
+            ),
+            None,
+        )
     }
 
     /// 429 from the eviction subresource when a budget forbids it.
@@ -107,7 +141,9 @@ impl ApiError {
             429,
             "TooManyRequests",
             "Cannot evict pod as it would violate the pod's disruption budget.".to_string(),
-            Some(json!({"causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {budget} {message}")}]})),
+            Some(
+                json!({"causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {budget} {message}")}]}),
+            ),
         )
     }
 
@@ -119,7 +155,12 @@ impl ApiError {
             504 => "Timeout",
             _ => "InternalError",
         };
-        Self::new(code, reason, format!("injected fault: HTTP {code}"), Some(json!({"retryAfterSeconds": 1})))
+        Self::new(
+            code,
+            reason,
+            format!("injected fault: HTTP {code}"),
+            Some(json!({"retryAfterSeconds": 1})),
+        )
     }
 
     /// 500 for anything unexpected inside the server.

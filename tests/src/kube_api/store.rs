@@ -101,7 +101,9 @@ impl Store {
 
     /// The object, or a NotFound error.
     pub fn get_or_404(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
-        self.get(rt, ns, name).cloned().ok_or_else(|| ApiError::not_found(rt, name))
+        self.get(rt, ns, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))
     }
 
     /// Objects of a type, in one namespace or all, ordered by
@@ -119,7 +121,14 @@ impl Store {
 
     /// Stores `obj` (created or changed), stamping the next resourceVersion,
     /// and broadcasts the event. Returns the stored object.
-    pub fn put(&mut self, rt: &ResourceType, ns: &str, name: &str, mut obj: Value, kind: EventType) -> Value {
+    pub fn put(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+        kind: EventType,
+    ) -> Value {
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         self.objects.insert(key(rt, ns, name), obj.clone());
@@ -138,7 +147,13 @@ impl Store {
     }
 
     fn record(&mut self, rt: &ResourceType, ns: &str, kind: EventType, object: Value) {
-        let event = Arc::new(Event { rv: self.rv, rt: rt.index(), namespace: ns.to_string(), kind, object });
+        let event = Arc::new(Event {
+            rv: self.rv,
+            rt: rt.index(),
+            namespace: ns.to_string(),
+            kind,
+            object,
+        });
         self.history.push_back(event.clone());
         while self.history.len() > self.history_limit {
             if let Some(old) = self.history.pop_front() {
@@ -176,9 +191,22 @@ impl Store {
                 .list(rt, ns)
                 .into_iter()
                 .map(|(_, obj)| {
-                    let namespace = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
-                    let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0);
-                    Arc::new(Event { rv, rt: rt.index(), namespace: namespace.to_string(), kind: EventType::Added, object: obj.clone() })
+                    let namespace = obj
+                        .pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    let rv = obj
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    Arc::new(Event {
+                        rv,
+                        rt: rt.index(),
+                        namespace: namespace.to_string(),
+                        kind: EventType::Added,
+                        object: obj.clone(),
+                    })
                 })
                 .collect(),
             Some(v) if v < self.compacted => return Err(ApiError::expired(v, self.compacted + 1)),
@@ -205,11 +233,37 @@ mod tests {
         let nodes = find("", "v1", "nodes").unwrap();
         let mut s = Store::default();
         s.set_history_limit(2);
-        let a = s.put(nodes, "", "a", json!({"metadata": {"name": "a"}}), EventType::Added);
-        let b = s.put(nodes, "", "b", json!({"metadata": {"name": "b"}}), EventType::Added);
-        assert!(b["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap()
-            > a["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap());
-        let rv_a: u64 = a["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+        let a = s.put(
+            nodes,
+            "",
+            "a",
+            json!({"metadata": {"name": "a"}}),
+            EventType::Added,
+        );
+        let b = s.put(
+            nodes,
+            "",
+            "b",
+            json!({"metadata": {"name": "b"}}),
+            EventType::Added,
+        );
+        assert!(
+            b["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                > a["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+        );
+        let rv_a: u64 = a["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         s.remove(nodes, "", "a");
         // History holds b's ADDED and a's DELETED; a's ADDED is gone.
         assert_eq!(s.watch(nodes, None, Some(rv_a)).unwrap().0.len(), 2);

@@ -41,32 +41,46 @@ impl Pki {
         let ca_key = KeyPair::generate().context("generating the test CA key")?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "kubernetes");
-        ca_params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let ca_cert = ca_params.self_signed(&ca_key).context("self-signing the test CA")?;
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "kubernetes");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params
+            .self_signed(&ca_key)
+            .context("self-signing the test CA")?;
         let issuer = Issuer::new(ca_params, ca_key);
 
         let server_key = KeyPair::generate()?;
         let mut server_params =
             CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
-        server_params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+        server_params
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver");
         server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        server_params.key_usages =
-            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        server_params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         let server_cert = server_params.signed_by(&server_key, &issuer)?;
 
         // One explicit provider, so the process-wide default (which may be
         // ambiguous when both ring and aws-lc-rs are linked) never matters.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca_cert.der().clone()).context("adding the test CA to the client roots")?;
+        roots
+            .add(ca_cert.der().clone())
+            .context("adding the test CA to the client roots")?;
         // Unauthenticated clients are allowed at the TLS layer: they may
         // still present a bearer token, or be anonymous for discovery.
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .context("building the client certificate verifier")?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .context("building the client certificate verifier")?;
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
@@ -101,16 +115,25 @@ impl Pki {
     pub fn issue_client(&self, identity: &Identity) -> anyhow::Result<ClientCert> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, identity.user.as_str());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, identity.user.as_str());
         for group in &identity.groups {
-            params.distinguished_name.push(DnType::OrganizationName, group.as_str());
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, group.as_str());
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages =
-            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         let cert = params.signed_by(&key, &self.issuer)?;
         lock(&self.issued).insert(cert.der().to_vec(), identity.clone());
-        Ok(ClientCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(ClientCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 
     /// The identity of a presented client certificate chain, if it is one
