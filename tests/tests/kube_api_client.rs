@@ -1,6 +1,7 @@
 //! The test API server checked through the kube crate (the client hpk8s
 //! itself uses): typed reads and writes, the four patch flavours, errors
 //! as `Status`, pagination, evictions, watches, faults and NodeRestriction.
+#![allow(clippy::unwrap_used)] // test set-up helpers fail loudly
 
 use std::time::Duration;
 

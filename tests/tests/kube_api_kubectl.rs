@@ -1,6 +1,7 @@
 //! The test API server checked against the real kubectl v1.32: if kubectl
 //! can read, label, cordon, taint, drain, delete, apply and watch through
 //! it, the server speaks enough of the real protocol for hpk8s's tests.
+#![allow(clippy::unwrap_used)] // test set-up helpers fail loudly
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -46,6 +46,9 @@ pub struct ApiRequest<'a> {
     pub body: Bytes,
 }
 
+/// Object-level admission for one request: `(stored, resulting)`.
+type Admit<'a> = dyn Fn(Option<&Value>, Option<&Value>) -> Result<(), ApiError> + 'a;
+
 /// A successful answer.
 pub enum Reply {
     /// JSON with this HTTP status.
@@ -554,7 +557,7 @@ fn commit_update(
 fn patch(
     store: &mut Store,
     req: &ApiRequest<'_>,
-    admit: &dyn Fn(Option<&Value>, Option<&Value>) -> Result<(), ApiError>,
+    admit: &Admit<'_>,
     dry_run: bool,
 ) -> Result<Reply, ApiError> {
     let kind = PatchKind::from_content_type(req.content_type)

@@ -109,10 +109,10 @@ fn error_response(e: &ApiError) -> HttpResponse {
         .as_ref()
         .and_then(|d| d.get("retryAfterSeconds"))
         .and_then(Value::as_u64);
-    if let Some(secs) = retry_after {
-        if let Ok(v) = hyper::header::HeaderValue::from_str(&secs.to_string()) {
-            resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
-        }
+    if let Some(secs) = retry_after
+        && let Ok(v) = hyper::header::HeaderValue::from_str(&secs.to_string())
+    {
+        resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
     }
     resp
 }

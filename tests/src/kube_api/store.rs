@@ -53,6 +53,9 @@ pub struct Event {
 
 type Key = (usize, String, String);
 
+/// A started watch: events to replay, then a receiver for later ones.
+pub type WatchStart = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
+
 /// The in-memory object store.
 pub struct Store {
     objects: BTreeMap<Key, Value>,
@@ -184,7 +187,7 @@ impl Store {
         rt: &ResourceType,
         ns: Option<&str>,
         from: Option<u64>,
-    ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), ApiError> {
+    ) -> Result<WatchStart, ApiError> {
         let rx = self.tx.subscribe();
         let replay = match from {
             None | Some(0) => self
