@@ -221,6 +221,17 @@ pub fn apply(
         }
     }
     strategic(&mut out, &cfg)?;
+    if let Some(live) = live {
+        let owned = live
+            .pointer("/metadata/managedFields")
+            .and_then(Value::as_array)
+            .is_some_and(|f| f.iter().any(|e| e["manager"] == manager));
+        if owned && out == *live {
+            // A no-op apply leaves the object (and its managedFields times)
+            // alone, so it does not bump the resourceVersion.
+            return Ok(out);
+        }
+    }
     let api_version = applied.get("apiVersion").cloned().unwrap_or(Value::Null);
     let entry = serde_json::json!({
         "manager": manager, "operation": "Apply", "apiVersion": api_version,
@@ -298,6 +309,7 @@ mod tests {
         assert_eq!(out["metadata"]["labels"], json!({"a": "1", "b": "2"}));
         assert_eq!(out["data"], json!({"x": "1", "y": "2"}));
         assert_eq!(out["metadata"]["managedFields"][0]["manager"], "hpk8s");
+        assert_eq!(apply(Some(&out), &applied, "hpk8s", "later").unwrap(), out, "a no-op apply changes nothing");
     }
 
     #[test]
