@@ -259,10 +259,26 @@ async fn patch_flavours_and_server_side_apply() {
     assert_eq!(again.spec.unwrap().holder_identity.as_deref(), Some("n1"));
     let fm = again.metadata.managed_fields.unwrap();
     assert_eq!(fm[0].manager.as_deref(), Some("hpk8s"));
+    // YAML apply bodies are accepted too (kube and kubectl send JSON).
+    let yaml = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  k: v\n";
+    let req =
+        hyper::Request::patch("/api/v1/namespaces/default/configmaps/from-yaml?fieldManager=hpk8s")
+            .header("Content-Type", "application/apply-patch+yaml")
+            .body(yaml.to_vec())
+            .unwrap();
+    client.request_text(req).await.unwrap();
+    assert_eq!(
+        api.get_json("configmaps", "default", "from-yaml").unwrap()["data"]["k"],
+        "v"
+    );
     let applies: Vec<_> = api
         .requests()
         .into_iter()
-        .filter(|r| r.method == "PATCH" && r.path.ends_with("/leases/n1"))
+        .filter(|r| {
+            r.method == "PATCH"
+                && r.path.ends_with("/leases/n1")
+                && r.body.contains("holderIdentity")
+        })
         .collect();
     assert!(
         applies

@@ -56,6 +56,8 @@ pub struct RequestRecord {
     pub user: String,
     /// `Content-Type` of the request ("" when none).
     pub content_type: String,
+    /// The request body (lossy UTF-8; "" when none).
+    pub body: String,
 }
 
 impl RequestRecord {

@@ -309,7 +309,11 @@ mod tests {
         assert_eq!(out["metadata"]["labels"], json!({"a": "1", "b": "2"}));
         assert_eq!(out["data"], json!({"x": "1", "y": "2"}));
         assert_eq!(out["metadata"]["managedFields"][0]["manager"], "hpk8s");
-        assert_eq!(apply(Some(&out), &applied, "hpk8s", "later").unwrap(), out, "a no-op apply changes nothing");
+        assert_eq!(
+            apply(Some(&out), &applied, "hpk8s", "later").unwrap(),
+            out,
+            "a no-op apply changes nothing"
+        );
     }
 
     #[test]

@@ -562,11 +562,20 @@ fn patch(
 ) -> Result<Reply, ApiError> {
     let kind = PatchKind::from_content_type(req.content_type)
         .ok_or_else(|| ApiError::unsupported_media_type(req.content_type))?;
-    let body: Value = serde_json::from_slice(&req.body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "the patch is not valid JSON (YAML apply bodies are not supported): {e}"
-        ))
-    })?;
+    let body: Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        // Apply bodies may be YAML proper (kubectl and kube send JSON).
+        Err(_) if kind == PatchKind::Apply => {
+            serde_saphyr::from_str(&String::from_utf8_lossy(&req.body)).map_err(|e| {
+                ApiError::bad_request(format!("the apply body is neither JSON nor YAML: {e}"))
+            })?
+        }
+        Err(e) => {
+            return Err(ApiError::bad_request(format!(
+                "the patch is not valid JSON: {e}"
+            )));
+        }
+    };
     let ns = req.namespace;
     let old = store.get(req.rt, ns, req.name).cloned();
     if kind == PatchKind::Apply {

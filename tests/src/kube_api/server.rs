@@ -139,6 +139,14 @@ async fn handle(
         Some(token) => lock(&shared.tokens).get(token.trim()).cloned(),
         None => Some(cert_identity.unwrap_or_else(Identity::anonymous)),
     };
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Ok(error_response(&ApiError::bad_request(format!(
+                "reading the request body: {e}"
+            ))));
+        }
+    };
     lock(&shared.log).push(RequestRecord {
         method: method.clone(),
         path: path.clone(),
@@ -147,6 +155,7 @@ async fn handle(
             .as_ref()
             .map_or_else(|| "<invalid token>".to_string(), |i| i.user.clone()),
         content_type: content_type.clone(),
+        body: String::from_utf8_lossy(&body).into_owned(),
     });
     let Some(identity) = identity else {
         return Ok(error_response(&ApiError::unauthorized()));
@@ -158,14 +167,6 @@ async fn handle(
         Some(FaultKind::Drop) => return Err(DroppedByFault),
         None => {}
     }
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return Ok(error_response(&ApiError::bad_request(format!(
-                "reading the request body: {e}"
-            ))));
-        }
-    };
     Ok(
         match route(
             &shared,

@@ -49,6 +49,9 @@ pub struct Event {
     pub kind: EventType,
     /// The object after the change (before it, for deletions).
     pub object: Value,
+    /// The object before a modification (watches with selectors turn a
+    /// change into ADDED or DELETED when the object enters or leaves them).
+    pub previous: Option<Value>,
 }
 
 type Key = (usize, String, String);
@@ -134,8 +137,8 @@ impl Store {
     ) -> Value {
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
-        self.objects.insert(key(rt, ns, name), obj.clone());
-        self.record(rt, ns, kind, obj.clone());
+        let previous = self.objects.insert(key(rt, ns, name), obj.clone());
+        self.record(rt, ns, kind, obj.clone(), previous);
         obj
     }
 
@@ -145,17 +148,25 @@ impl Store {
         let mut obj = self.objects.remove(&key(rt, ns, name))?;
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
-        self.record(rt, ns, EventType::Deleted, obj.clone());
+        self.record(rt, ns, EventType::Deleted, obj.clone(), None);
         Some(obj)
     }
 
-    fn record(&mut self, rt: &ResourceType, ns: &str, kind: EventType, object: Value) {
+    fn record(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        kind: EventType,
+        object: Value,
+        previous: Option<Value>,
+    ) {
         let event = Arc::new(Event {
             rv: self.rv,
             rt: rt.index(),
             namespace: ns.to_string(),
             kind,
             object,
+            previous,
         });
         self.history.push_back(event.clone());
         while self.history.len() > self.history_limit {
@@ -209,6 +220,7 @@ impl Store {
                         namespace: namespace.to_string(),
                         kind: EventType::Added,
                         object: obj.clone(),
+                        previous: None,
                     })
                 })
                 .collect(),

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use super::selectors::{FieldSelector, LabelSelector};
-use super::store::Event;
+use super::store::{Event, EventType};
 
 /// A response body fed from a channel.
 pub struct ChannelBody {
@@ -47,16 +47,28 @@ pub struct WatchFilter {
 }
 
 impl WatchFilter {
-    fn wants(&self, e: &Event) -> bool {
-        e.rt == self.rt
-            && self.namespace.as_deref().is_none_or(|n| n == e.namespace)
-            && self.labels.matches(&e.object)
-            && self.fields.matches(&e.object)
+    fn selects(&self, obj: &Value) -> bool {
+        self.labels.matches(obj) && self.fields.matches(obj)
+    }
+
+    /// The event type this watch sees, if any: a modification that moves
+    /// an object into the selection is ADDED, out of it DELETED.
+    fn view(&self, e: &Event) -> Option<&'static str> {
+        if e.rt != self.rt || self.namespace.as_deref().is_some_and(|n| n != e.namespace) {
+            return None;
+        }
+        let now = self.selects(&e.object);
+        match (e.kind, e.previous.as_ref().map(|p| self.selects(p))) {
+            (EventType::Modified, Some(false)) if now => Some(EventType::Added.as_str()),
+            (EventType::Modified, Some(true)) if !now => Some(EventType::Deleted.as_str()),
+            (kind, _) if now => Some(kind.as_str()),
+            _ => None,
+        }
     }
 }
 
-fn line(e: &Event) -> Bytes {
-    let mut s = json!({"type": e.kind.as_str(), "object": e.object}).to_string();
+fn line(kind: &str, e: &Event) -> Bytes {
+    let mut s = json!({"type": kind, "object": e.object}).to_string();
     s.push('\n');
     Bytes::from(s)
 }
@@ -73,20 +85,23 @@ pub fn stream(
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut last = 0;
-        for e in replay.iter().filter(|e| filter.wants(e)) {
+        for e in &replay {
             last = last.max(e.rv);
-            if tx.send(line(e)).await.is_err() {
+            if let Some(kind) = filter.view(e)
+                && tx.send(line(kind, e)).await.is_err()
+            {
                 return;
             }
         }
-        last = replay.iter().map(|e| e.rv).max().unwrap_or(last);
         loop {
             tokio::select! {
                 ev = live.recv() => match ev {
                     // Replayed already (subscribed before the replay was taken).
                     Ok(e) if e.rv <= last => {}
                     Ok(e) => {
-                        if filter.wants(&e) && tx.send(line(&e)).await.is_err() {
+                        if let Some(kind) = filter.view(&e)
+                            && tx.send(line(kind, &e)).await.is_err()
+                        {
                             return;
                         }
                     }
@@ -99,4 +114,52 @@ pub fn stream(
         }
     });
     ChannelBody { rx }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventType, color: &str, previous: Option<&str>) -> Event {
+        let obj = |c: &str| json!({"metadata": {"name": "n", "labels": {"color": c}}});
+        Event {
+            rv: 2,
+            rt: 1,
+            namespace: String::new(),
+            kind,
+            object: obj(color),
+            previous: previous.map(obj),
+        }
+    }
+
+    #[test]
+    fn selector_transitions_become_added_and_deleted() {
+        let filter = WatchFilter {
+            rt: 1,
+            namespace: None,
+            labels: LabelSelector::parse("color=blue").unwrap(),
+            fields: FieldSelector::default(),
+        };
+        assert_eq!(
+            filter.view(&event(EventType::Modified, "blue", Some("red"))),
+            Some("ADDED")
+        );
+        assert_eq!(
+            filter.view(&event(EventType::Modified, "red", Some("blue"))),
+            Some("DELETED")
+        );
+        assert_eq!(
+            filter.view(&event(EventType::Modified, "blue", Some("blue"))),
+            Some("MODIFIED")
+        );
+        assert_eq!(
+            filter.view(&event(EventType::Modified, "red", Some("red"))),
+            None
+        );
+        assert_eq!(
+            filter.view(&event(EventType::Deleted, "blue", None)),
+            Some("DELETED")
+        );
+        assert_eq!(filter.view(&event(EventType::Added, "red", None)), None);
+    }
 }
