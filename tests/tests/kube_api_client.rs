@@ -545,3 +545,33 @@ async fn kube_default_retry_hides_transient_errors() {
         .count();
     assert_eq!(gets, 3, "kube's default retry layer retried the 503s");
 }
+
+#[tokio::test]
+async fn held_pod_termination() {
+    let (api, client) = cluster().await;
+    api.apply_json(
+        PodFixture::test("default", "p")
+            .on_node("n1")
+            .running_ready()
+            .json(),
+    )
+    .unwrap();
+    api.hold_pod_termination(true);
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let uid = pods.get("p").await.unwrap().metadata.uid;
+    pods.evict("p", &EvictParams::default()).await.unwrap();
+    let terminating = pods.get("p").await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(30));
+    assert_eq!(terminating.metadata.uid, uid);
+    api.finish_pod_termination("default", "p").unwrap();
+    assert_eq!(api_error(pods.get("p").await.unwrap_err()).0, 404);
+
+    // A force delete (grace period 0) does not wait.
+    api.apply_json(PodFixture::test("default", "q").on_node("n1").json())
+        .unwrap();
+    pods.delete("q", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    assert_eq!(api_error(pods.get("q").await.unwrap_err()).0, 404);
+}

@@ -576,3 +576,52 @@ async fn node_identity_is_restricted() {
     );
     assert!(api.requests().iter().any(|r| r.user == "system:node:n1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_drain_waits_for_terminating_pods() {
+    if no_kubectl() {
+        return;
+    }
+    let (api, kubectl) = drain_cluster(1).await;
+    api.hold_pod_termination(true);
+    let drain = tokio::spawn({
+        let args = [
+            "drain",
+            "n1",
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=30s",
+        ];
+        let cmd = kubectl.command(&args).output();
+        async move { cmd.await.unwrap() }
+    });
+    // Both pods are evicted but stay Terminating until "the kubelet" is done.
+    let terminating = |name: &str| {
+        api.get_json("pods", "default", name)
+            .is_some_and(|p| p["metadata"]["deletionTimestamp"].is_string())
+    };
+    for _ in 0..100 {
+        if terminating("web-1") && terminating("scratch") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(terminating("web-1") && terminating("scratch"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !drain.is_finished(),
+        "kubectl drain must wait for terminating pods"
+    );
+    api.finish_pod_termination("default", "web-1").unwrap();
+    api.finish_pod_termination("default", "scratch").unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), drain)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(api.names("pods", Some("default")), ["web-2"]);
+}

@@ -82,6 +82,7 @@ impl TestApiServer {
             faults: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
             node_restriction: AtomicBool::new(true),
+            hold_pods: AtomicBool::new(false),
             address: address.clone(),
         });
         {
@@ -170,6 +171,23 @@ impl TestApiServer {
     /// Turns NodeRestriction for node identities on (the default) or off.
     pub fn set_node_restriction(&self, on: bool) {
         self.shared.node_restriction.store(on, Ordering::Relaxed);
+    }
+
+    /// Plays kubelet for pod termination: when on, deleted and evicted pods
+    /// keep existing with a `deletionTimestamp` (Terminating) until
+    /// [`Self::finish_pod_termination`] or a force delete
+    /// (`gracePeriodSeconds: 0`); when off (the default) they go at once.
+    pub fn hold_pod_termination(&self, on: bool) {
+        self.shared.hold_pods.store(on, Ordering::Relaxed);
+    }
+
+    /// Plays kubelet: a Terminating pod's containers stopped, so it goes.
+    /// Returns the removed pod.
+    pub fn finish_pod_termination(&self, namespace: &str, name: &str) -> Option<Value> {
+        let pods = discovery::find("", "v1", "pods")?;
+        let mut store = lock(&self.shared.store);
+        let pod = store.get(pods, namespace, name)?.clone();
+        Some(rest::delete_now(&mut store, pods, namespace, name, pod))
     }
 
     /// Creates or replaces an object as given (status included, no

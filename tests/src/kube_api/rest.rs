@@ -133,7 +133,8 @@ pub fn handle(shared: &Shared, id: &Identity, req: &ApiRequest<'_>) -> Result<Re
             admit(Some(&pod), None)?;
             eviction::check(&store, &pod)?;
             if !dry_run {
-                delete_now(&mut store, req.rt, ns, req.name, pod);
+                let graceful = graceful(shared, req, &pod);
+                delete(&mut store, req.rt, ns, req.name, pod, graceful);
             }
             Ok(Reply::Json(201, status::success(201)))
         }
@@ -172,9 +173,10 @@ pub fn handle(shared: &Shared, id: &Identity, req: &ApiRequest<'_>) -> Result<Re
             if dry_run {
                 return Ok(Reply::Json(200, old));
             }
+            let graceful = graceful(shared, req, &old);
             Ok(Reply::Json(
                 200,
-                delete(&mut store, req.rt, ns, req.name, old),
+                delete(&mut store, req.rt, ns, req.name, old, graceful),
             ))
         }
         "deletecollection" => {
@@ -183,10 +185,11 @@ pub fn handle(shared: &Shared, id: &Identity, req: &ApiRequest<'_>) -> Result<Re
             for obj in victims {
                 admit(Some(&obj), None)?;
                 let (vns, vname) = (obj_namespace(&obj).to_string(), obj_name(&obj).to_string());
+                let graceful = graceful(shared, req, &obj);
                 items.push(if dry_run {
                     obj
                 } else {
-                    delete(&mut store, req.rt, &vns, &vname, obj)
+                    delete(&mut store, req.rt, &vns, &vname, obj, graceful)
                 });
             }
             Ok(Reply::Json(
@@ -539,11 +542,17 @@ fn commit_update(
     if dry_run {
         return Ok(new);
     }
-    let finalizers_gone = new
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .is_none_or(Vec::is_empty);
-    if new.pointer("/metadata/deletionTimestamp").is_some() && finalizers_gone {
+    let has_finalizers = |o: &Value| {
+        o.pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
+    };
+    // Removing the last finalizer of an object being deleted completes the
+    // deletion.
+    if new.pointer("/metadata/deletionTimestamp").is_some()
+        && has_finalizers(old)
+        && !has_finalizers(&new)
+    {
         return Ok(delete_now(store, rt, ns, name, new));
     }
     let managed_changed =
@@ -626,26 +635,59 @@ fn patch(
     commit_update(store, req.rt, ns, req.name, &old, new, dry_run).map(|o| Reply::Json(200, o))
 }
 
-/// Deletes, honouring finalizers (the object then only gets a
-/// deletionTimestamp). Returns the object as the response shows it.
-fn delete(store: &mut Store, rt: &ResourceType, ns: &str, name: &str, old: Value) -> Value {
+/// The grace period of a pod deletion when the test holds pods in
+/// Terminating (as a kubelet does until containers stop): `None` when the
+/// pod goes at once (not held, or `gracePeriodSeconds: 0`, a force delete).
+fn graceful(shared: &Shared, req: &ApiRequest<'_>, obj: &Value) -> Option<i64> {
+    if req.rt.kind != "Pod" || !shared.hold_pods() {
+        return None;
+    }
+    let opts: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    let requested = opts
+        .get("gracePeriodSeconds")
+        .or_else(|| opts.pointer("/deleteOptions/gracePeriodSeconds"))
+        .and_then(Value::as_i64);
+    let default = obj
+        .pointer("/spec/terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(30);
+    match requested.unwrap_or(default) {
+        0 => None,
+        secs => Some(secs),
+    }
+}
+
+/// Deletes, honouring finalizers and held pod termination (the object then
+/// only gets a deletionTimestamp). Returns the object as the response
+/// shows it.
+fn delete(
+    store: &mut Store,
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+    old: Value,
+    grace: Option<i64>,
+) -> Value {
     let has_finalizers = old
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty());
-    if has_finalizers {
+    if has_finalizers || grace.is_some() {
         if old.pointer("/metadata/deletionTimestamp").is_some() {
             return old;
         }
         let mut marked = old;
         marked["metadata"]["deletionTimestamp"] = json!(now());
+        if let Some(secs) = grace {
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(secs);
+        }
         return store.put(rt, ns, name, marked, EventType::Modified);
     }
     delete_now(store, rt, ns, name, old)
 }
 
 /// Removes at once; deleting a namespace removes what lives in it.
-fn delete_now(store: &mut Store, rt: &ResourceType, ns: &str, name: &str, old: Value) -> Value {
+pub fn delete_now(store: &mut Store, rt: &ResourceType, ns: &str, name: &str, old: Value) -> Value {
     if rt.kind == "Namespace" {
         for inner in super::discovery::RESOURCES.iter().filter(|r| r.namespaced) {
             let names: Vec<String> = store

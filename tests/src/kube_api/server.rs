@@ -42,11 +42,18 @@ pub struct Shared {
     pub log: Mutex<Vec<RequestRecord>>,
     /// Whether node identities are restricted (NodeRestriction).
     pub node_restriction: AtomicBool,
+    /// Whether deleted pods stay Terminating until the test releases them.
+    pub hold_pods: AtomicBool,
     /// `127.0.0.1:<port>`.
     pub address: String,
 }
 
 impl Shared {
+    /// Whether deleted pods stay Terminating.
+    pub fn hold_pods(&self) -> bool {
+        self.hold_pods.load(Ordering::Relaxed)
+    }
+
     /// Whether NodeRestriction applies.
     pub fn node_restriction(&self) -> bool {
         self.node_restriction.load(Ordering::Relaxed)
