@@ -112,6 +112,26 @@ async fn kubectl_reads_nodes_and_pods() {
     assert_eq!(names, ["n1", "n2"]);
     assert_eq!(nodes["items"][0]["metadata"]["labels"]["pool"], "gpu");
 
+    // Server-side printing: the columns of a real cluster.
+    let table = kubectl.ok(&["get", "nodes"]).await;
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
+        "{table}"
+    );
+    assert_eq!((lines[1][0], lines[1][1]), ("n1", "Ready"), "{table}");
+    let wide = kubectl.ok(&["get", "pods", "-A", "-o", "wide"]).await;
+    assert!(
+        wide.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()[..4]
+                == ["kube-system", "coredns-1", "1/1", "Running"]),
+        "{wide}"
+    );
+    assert!(wide.contains("NODE") && wide.contains("n1"), "{wide}");
     let pods = kubectl.ok(&["get", "pods", "-A"]).await;
     assert!(
         pods.contains("kube-system") && pods.contains("coredns-1"),
@@ -497,6 +517,36 @@ async fn kubectl_watch_sees_updates() {
             .iter()
             .any(|r| r.is("GET", "/api/v1/nodes") && r.query.contains("watch=true"))
     );
+
+    // The default (table) output also follows changes.
+    let mut child = kubectl
+        .command(&["get", "nodes", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("kubectl watch printed nothing in 30 s")
+            .unwrap()
+            .unwrap()
+    };
+    let header = next().await;
+    assert!(
+        header.starts_with("NAME") && header.contains("STATUS"),
+        "{header}"
+    );
+    assert!(next().await.starts_with("n1 "));
+    assert!(next().await.starts_with("n2 "));
+    api.set_ready("n1", false).unwrap();
+    let update = next().await;
+    assert!(
+        update.starts_with("n1 ") && update.contains("NotReady"),
+        "{update}"
+    );
+    child.kill().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

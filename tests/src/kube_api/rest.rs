@@ -20,6 +20,7 @@ use super::selectors::{FieldSelector, LabelSelector};
 use super::server::Shared;
 use super::status::{self, ApiError};
 use super::store::{EventType, Store};
+use super::table;
 use super::tls::lock;
 use super::watch::{self, ChannelBody, WatchFilter};
 
@@ -44,6 +45,8 @@ pub struct ApiRequest<'a> {
     pub content_type: &'a str,
     /// Request body.
     pub body: Bytes,
+    /// Request `Accept` header.
+    pub accept: &'a str,
 }
 
 /// Object-level admission for one request: `(stored, resulting)`.
@@ -123,10 +126,17 @@ pub fn handle(shared: &Shared, id: &Identity, req: &ApiRequest<'_>) -> Result<Re
     let mut store = lock(&shared.store);
     let ns = req.namespace;
     match verb {
-        "get" => store
-            .get_or_404(req.rt, ns, req.name)
-            .map(|o| Reply::Json(200, o)),
-        "list" => list(&store, req).map(|l| Reply::Json(200, l)),
+        "get" => {
+            let obj = store.get_or_404(req.rt, ns, req.name)?;
+            let rv = store.resource_version();
+            let wrapped =
+                json!({"items": [obj.clone()], "metadata": {"resourceVersion": rv.to_string()}});
+            Ok(Reply::Json(200, as_table(req, &wrapped).unwrap_or(obj)))
+        }
+        "list" => {
+            let l = list(&store, req)?;
+            Ok(Reply::Json(200, as_table(req, &l).unwrap_or(l)))
+        }
         "watch" => watch(&store, req),
         "create" if req.sub == "eviction" => {
             let pod = store.get_or_404(req.rt, ns, req.name)?;
@@ -199,6 +209,29 @@ pub fn handle(shared: &Shared, id: &Identity, req: &ApiRequest<'_>) -> Result<Re
         }
         _ => Err(ApiError::method_not_allowed(req.method)),
     }
+}
+
+/// A list rendered as a Table when the client asked for one and the kind
+/// has server-side columns.
+fn as_table(req: &ApiRequest<'_>, list: &Value) -> Option<Value> {
+    if !table::wanted(req.accept) {
+        return None;
+    }
+    let items = list.get("items").and_then(Value::as_array)?;
+    let rv = list
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)?
+        .parse()
+        .ok()?;
+    let include_object = req
+        .query
+        .get("includeObject")
+        .is_some_and(|v| v == "Object");
+    let mut t = table::render(req.rt, items, rv, include_object)?;
+    if let Some(c) = list.pointer("/metadata/continue") {
+        t["metadata"]["continue"] = c.clone();
+    }
+    Some(t)
 }
 
 fn parse_body(req: &ApiRequest<'_>) -> Result<Value, ApiError> {
@@ -321,6 +354,14 @@ fn watch(store: &Store, req: &ApiRequest<'_>) -> Result<Reply, ApiError> {
             .map_err(ApiError::bad_request)?,
         fields: FieldSelector::parse(req.query.get("fieldSelector").map_or("", String::as_str))
             .map_err(ApiError::bad_request)?,
+        table: table::wanted(req.accept).then(|| {
+            (
+                req.rt,
+                req.query
+                    .get("includeObject")
+                    .is_some_and(|v| v == "Object"),
+            )
+        }),
     };
     let timeout = req
         .query

@@ -141,6 +141,7 @@ async fn handle(
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
     let content_type = header(&req, hyper::header::CONTENT_TYPE);
+    let accept = header(&req, hyper::header::ACCEPT);
     let auth = header(&req, hyper::header::AUTHORIZATION);
     let identity = match auth.strip_prefix("Bearer ") {
         Some(token) => lock(&shared.tokens).get(token.trim()).cloned(),
@@ -178,10 +179,13 @@ async fn handle(
         match route(
             &shared,
             &identity,
-            &method,
-            &path,
-            &query,
-            &content_type,
+            &Head {
+                method: &method,
+                path: &path,
+                query: &query,
+                content_type: &content_type,
+                accept: &accept,
+            },
             body,
         ) {
             Ok(Reply::Json(code, v)) => json_response(code, &v),
@@ -241,15 +245,23 @@ pub fn parse_query(q: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn route(
-    shared: &Shared,
-    id: &Identity,
-    method: &str,
-    path: &str,
-    query: &str,
-    content_type: &str,
-    body: Bytes,
-) -> Result<Reply, ApiError> {
+/// What routing needs of a request besides its body.
+struct Head<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    content_type: &'a str,
+    accept: &'a str,
+}
+
+fn route(shared: &Shared, id: &Identity, head: &Head<'_>, body: Bytes) -> Result<Reply, ApiError> {
+    let Head {
+        method,
+        path,
+        query,
+        content_type,
+        accept,
+    } = *head;
     let segs: Vec<&str> = path
         .trim_matches('/')
         .split('/')
@@ -318,6 +330,7 @@ fn route(
         query: parse_query(query),
         content_type,
         body,
+        accept,
     };
     rest::handle(shared, id, &req)
 }

@@ -14,8 +14,10 @@ use hyper::body::{Body, Frame};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use super::discovery::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::store::{Event, EventType};
+use super::table;
 
 /// A response body fed from a channel.
 pub struct ChannelBody {
@@ -44,6 +46,9 @@ pub struct WatchFilter {
     pub labels: LabelSelector,
     /// `fieldSelector`.
     pub fields: FieldSelector,
+    /// Send each object as a one-row Table (the client asked for server-side
+    /// printing), with `includeObject=Object` or not.
+    pub table: Option<(&'static ResourceType, bool)>,
 }
 
 impl WatchFilter {
@@ -67,8 +72,11 @@ impl WatchFilter {
     }
 }
 
-fn line(kind: &str, e: &Event) -> Bytes {
-    let mut s = json!({"type": kind, "object": e.object}).to_string();
+fn line(filter: &WatchFilter, kind: &str, e: &Event) -> Bytes {
+    let table = filter.table.and_then(|(rt, include)| {
+        table::render(rt, std::slice::from_ref(&e.object), e.rv, include)
+    });
+    let mut s = json!({"type": kind, "object": table.as_ref().unwrap_or(&e.object)}).to_string();
     s.push('\n');
     Bytes::from(s)
 }
@@ -88,7 +96,7 @@ pub fn stream(
         for e in &replay {
             last = last.max(e.rv);
             if let Some(kind) = filter.view(e)
-                && tx.send(line(kind, e)).await.is_err()
+                && tx.send(line(&filter, kind, e)).await.is_err()
             {
                 return;
             }
@@ -100,7 +108,7 @@ pub fn stream(
                     Ok(e) if e.rv <= last => {}
                     Ok(e) => {
                         if let Some(kind) = filter.view(&e)
-                            && tx.send(line(kind, &e)).await.is_err()
+                            && tx.send(line(&filter, kind, &e)).await.is_err()
                         {
                             return;
                         }
@@ -139,6 +147,7 @@ mod tests {
             namespace: None,
             labels: LabelSelector::parse("color=blue").unwrap(),
             fields: FieldSelector::default(),
+            table: None,
         };
         assert_eq!(
             filter.view(&event(EventType::Modified, "blue", Some("red"))),
