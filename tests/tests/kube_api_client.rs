@@ -118,6 +118,21 @@ async fn typed_reads_and_errors() {
         .unwrap();
     assert!(g.metadata.name.unwrap().starts_with("gen-"));
 
+    // Validation as on a real server: a label value with spaces is 422.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let bad = json!({"metadata": {"labels": {"nvidia.com/gpu.product": "NVIDIA H100 80GB HBM3"}}});
+    let (code, reason, message) = api_error(
+        nodes
+            .patch("n1", &PatchParams::default(), &Patch::Merge(bad))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    assert!(
+        message.contains("metadata.labels[nvidia.com/gpu.product]"),
+        "{message}"
+    );
+
     let in_missing_ns: Api<ConfigMap> = Api::namespaced(client, "nowhere");
     assert_eq!(
         api_error(

@@ -22,6 +22,7 @@ use super::status::{self, ApiError};
 use super::store::{EventType, Store};
 use super::table;
 use super::tls::lock;
+use super::validation;
 use super::watch::{self, ChannelBody, WatchFilter};
 
 /// Watches without `timeoutSeconds` end after this long.
@@ -451,6 +452,7 @@ pub fn new_object(
     if store.get(rt, ns, &name).is_some() {
         return Err(ApiError::already_exists(rt, &name));
     }
+    validation::validate(rt, &obj)?;
     Ok(obj)
 }
 
@@ -580,6 +582,7 @@ fn commit_update(
     new: Value,
     dry_run: bool,
 ) -> Result<Value, ApiError> {
+    validation::validate(rt, &new)?;
     if dry_run {
         return Ok(new);
     }
@@ -792,6 +795,7 @@ pub fn upsert(store: &mut Store, mut obj: Value) -> Result<Value, ApiError> {
             } else {
                 obj["metadata"]["namespace"] = json!(ns);
             }
+            validation::validate(rt, &obj)?;
             if !changed(&old, &obj) {
                 return Ok(old);
             }
