@@ -590,3 +590,33 @@ async fn held_pod_termination() {
         .unwrap();
     assert_eq!(api_error(pods.get("q").await.unwrap_err()).0, 404);
 }
+
+#[tokio::test]
+async fn dropping_the_server_ends_watches() {
+    let (api, client) = cluster().await;
+    let nodes: Api<Node> = Api::all(client);
+    let rv = nodes
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = nodes
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    drop(api);
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the watch outlived the server");
+    assert!(
+        !matches!(
+            end,
+            Some(Ok(WatchEvent::Added(_) | WatchEvent::Modified(_)))
+        ),
+        "{end:?}"
+    );
+    assert!(nodes.get("n1").await.is_err());
+}

@@ -74,15 +74,20 @@ impl std::fmt::Display for DroppedByFault {
 
 impl std::error::Error for DroppedByFault {}
 
-/// Accepts connections until the task is aborted.
+/// Accepts connections until the task is aborted. Connections live in a
+/// `JoinSet` owned by this task, so aborting it (dropping the handle) also
+/// closes open connections and ends their watches, as a stopped API server
+/// would.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let acceptor = TlsAcceptor::from(shared.pki.server_config());
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
+        while connections.try_join_next().is_some() {}
         let (shared, acceptor) = (shared.clone(), acceptor.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
