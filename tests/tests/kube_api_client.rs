@@ -520,9 +520,26 @@ async fn node_restriction_through_kube() {
         .await
         .unwrap();
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(node_client, "kube-system");
+        Api::namespaced(node_client.clone(), "kube-system");
     assert_eq!(
         api_error(secrets.list(&ListParams::default()).await.unwrap_err()).0,
+        403
+    );
+
+    // Nodes report through Events; other writes are forbidden.
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(node_client.clone(), "default");
+    let event: k8s_openapi::api::core::v1::Event = serde_json::from_value(json!({
+        "metadata": {"generateName": "n1."},
+        "involvedObject": {"kind": "Node", "name": "n1"},
+        "reason": "GpuXid", "message": "Xid 79 on GPU 3", "type": "Warning"
+    }))
+    .unwrap();
+    events.create(&PostParams::default(), &event).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(node_client.clone(), "default");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap();
+    assert_eq!(
+        api_error(cms.create(&PostParams::default(), &cm).await.unwrap_err()).0,
         403
     );
 

@@ -13,6 +13,19 @@
 //! let kubeconfig = api.admin_kubeconfig_path(); // for kubectl or kube::Client
 //! # Ok(()) }
 //! ```
+//!
+//! For kube clients, set `Config::default_retry = false` where a test
+//! asserts on 429/503 handling: kube 5 otherwise retries those up to 15
+//! times (an eviction blocked by a budget then takes minutes to surface).
+//!
+//! Simplified on purpose (tests relying on these need more work here):
+//! server-side apply merges like a strategic merge patch and records the
+//! manager, but neither removes fields a manager stops applying nor detects
+//! conflicts between managers; a PodDisruptionBudget's expected count is the
+//! number of pods it selects; only nodes and pods have Table columns; no
+//! aggregated discovery, protobuf, HTTP/2, OpenAPI schemas (`kubectl
+//! explain` fails), watch bookmarks, admission webhooks or RBAC objects'
+//! semantics (Roles are stored, not enforced).
 
 pub mod authz;
 pub mod discovery;
