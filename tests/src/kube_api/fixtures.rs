@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::rest::now;
+use super::objects::now;
 
 /// Sets (or replaces) a condition by `type`, moving `lastTransitionTime`
 /// only when the status changes.

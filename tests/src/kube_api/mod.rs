@@ -32,6 +32,7 @@ pub mod discovery;
 pub mod eviction;
 pub mod faults;
 pub mod fixtures;
+pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod rest;
@@ -105,7 +106,7 @@ impl TestApiServer {
             for ns in INITIAL_NAMESPACES {
                 let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},
                                  "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
-                rest::upsert(&mut store, obj).map_err(|e| anyhow::anyhow!(e.message))?;
+                objects::upsert(&mut store, obj).map_err(|e| anyhow::anyhow!(e.message))?;
             }
         }
         let task = tokio::spawn(server::serve(listener, shared.clone()));
@@ -202,14 +203,14 @@ impl TestApiServer {
         let pods = discovery::find("", "v1", "pods")?;
         let mut store = lock(&self.shared.store);
         let pod = store.get(pods, namespace, name)?.clone();
-        Some(rest::delete_now(&mut store, pods, namespace, name, pod))
+        Some(objects::delete_now(&mut store, pods, namespace, name, pod))
     }
 
     /// Creates or replaces an object as given (status included, no
     /// authorization). Namespaced objects without a namespace go to
     /// `default`.
     pub fn apply_json(&self, obj: Value) -> anyhow::Result<Value> {
-        rest::upsert(&mut lock(&self.shared.store), obj)
+        objects::upsert(&mut lock(&self.shared.store), obj)
             .map_err(|e| anyhow::anyhow!("seeding an object: {}", e.message))
     }
 

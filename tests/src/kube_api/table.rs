@@ -236,7 +236,7 @@ mod tests {
     fn epoch_and_age() {
         assert_eq!(epoch("1970-01-02T00:00:01Z"), Some(86_401));
         assert_eq!(epoch("2024-03-01T00:00:00Z"), Some(1_709_251_200));
-        assert_eq!(age(&super::super::rest::now()), "0s");
+        assert_eq!(age(&super::super::objects::now()), "0s");
     }
 
     #[test]
