@@ -675,3 +675,75 @@ async fn kubectl_drain_waits_for_terminating_pods() {
     );
     assert_eq!(api.names("pods", Some("default")), ["web-2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_client_side_apply_create_and_wait() {
+    if no_kubectl() {
+        return;
+    }
+    let (api, kubectl) = cluster().await;
+    let file = kubectl.cache.path().join("cm.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  a: \"1\"\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    kubectl.ok(&["apply", "-f", path]).await;
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  b: \"2\"\n",
+    )
+    .unwrap();
+    kubectl.ok(&["apply", "-f", path]).await;
+    let cm = api.get_json("configmaps", "default", "cfg").unwrap();
+    assert_eq!(
+        cm["data"],
+        json!({"b": "2"}),
+        "client-side apply removes what the last apply set"
+    );
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: gpu-operator\n",
+    )
+    .unwrap();
+    kubectl.ok(&["create", "-f", path]).await;
+    assert!(api.get_json("namespaces", "", "gpu-operator").is_some());
+    // Generator commands go through typed clientsets that send protobuf:
+    // refused clearly rather than misread.
+    let o = kubectl
+        .run(&[
+            "create",
+            "configmap",
+            "x",
+            "-n",
+            "gpu-operator",
+            "--from-literal=k=v",
+        ])
+        .await;
+    assert!(
+        !o.ok && o.stderr.contains("vnd.kubernetes.protobuf"),
+        "{}",
+        o.stderr
+    );
+
+    api.set_ready("n2", false).unwrap();
+    let wait = tokio::spawn({
+        let cmd = kubectl
+            .command(&["wait", "--for=condition=Ready", "node/n2", "--timeout=20s"])
+            .output();
+        async move { cmd.await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    api.set_ready("n2", true).unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
+}

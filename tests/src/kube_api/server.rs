@@ -170,6 +170,12 @@ async fn handle(
         content_type: content_type.clone(),
         body: String::from_utf8_lossy(&body).into_owned(),
     });
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        // Typed client-go clientsets (kubectl create namespace|configmap|
+        // secret ...) send protobuf, which this server cannot decode.
+        let e = ApiError::unsupported_media_type(&content_type);
+        return Ok(error_response(&e));
+    }
     let Some(identity) = identity else {
         return Ok(error_response(&ApiError::unauthorized()));
     };
