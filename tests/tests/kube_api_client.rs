@@ -637,3 +637,36 @@ async fn dropping_the_server_ends_watches() {
     );
     assert!(nodes.get("n1").await.is_err());
 }
+
+#[tokio::test]
+async fn streaming_list_watcher() {
+    let (api, client) = cluster().await;
+    let nodes: Api<Node> = Api::all(client);
+    let config = watcher::Config::default()
+        .streaming_lists()
+        .labels("kubernetes.io/os=linux");
+    let mut stream = watcher(nodes, config).applied_objects().boxed();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let node = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push(node.metadata.name.unwrap());
+    }
+    seen.sort();
+    assert_eq!(seen, ["n1", "n2"]);
+    api.set_ready("n2", true).unwrap();
+    let changed = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.metadata.name.as_deref(), Some("n2"));
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.query.contains("sendInitialEvents=true"))
+    );
+}

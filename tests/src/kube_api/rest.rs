@@ -302,8 +302,20 @@ fn watch(store: &Store, req: &ApiRequest<'_>) -> Result<Reply, ApiError> {
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?,
         ),
     };
+    // Streaming lists (kube's `streaming_lists()`): the current objects as
+    // ADDED, then a bookmark marking the end of the initial events.
+    let streaming = req
+        .query
+        .get("sendInitialEvents")
+        .is_some_and(|v| v == "true");
+    let from = if streaming { None } else { from };
     let ns = (!req.namespace.is_empty()).then(|| req.namespace.to_string());
     let (replay, live) = store.watch(req.rt, ns.as_deref(), from)?;
+    let initial_events_end = streaming.then(|| {
+        json!({"kind": req.rt.kind, "apiVersion": req.rt.api_version(), "metadata": {
+            "resourceVersion": store.resource_version().to_string(),
+            "annotations": {"k8s.io/initial-events-end": "true"}}})
+    });
     let filter = WatchFilter {
         rt: req.rt.index(),
         namespace: ns,
@@ -311,6 +323,7 @@ fn watch(store: &Store, req: &ApiRequest<'_>) -> Result<Reply, ApiError> {
             .map_err(ApiError::bad_request)?,
         fields: FieldSelector::parse(req.query.get("fieldSelector").map_or("", String::as_str))
             .map_err(ApiError::bad_request)?,
+        initial_events_end,
         table: table::wanted(req.accept).then(|| {
             (
                 req.rt,

@@ -46,6 +46,8 @@ pub struct WatchFilter {
     pub labels: LabelSelector,
     /// `fieldSelector`.
     pub fields: FieldSelector,
+    /// The BOOKMARK object sent after the replay of a streaming list.
+    pub initial_events_end: Option<Value>,
     /// Send each object as a one-row Table (the client asked for server-side
     /// printing), with `includeObject=Object` or not.
     pub table: Option<(&'static ResourceType, bool)>,
@@ -101,6 +103,13 @@ pub fn stream(
                 return;
             }
         }
+        if let Some(bookmark) = &filter.initial_events_end {
+            let mut l = json!({"type": "BOOKMARK", "object": bookmark}).to_string();
+            l.push('\n');
+            if tx.send(Bytes::from(l)).await.is_err() {
+                return;
+            }
+        }
         loop {
             tokio::select! {
                 ev = live.recv() => match ev {
@@ -147,6 +156,7 @@ mod tests {
             namespace: None,
             labels: LabelSelector::parse("color=blue").unwrap(),
             fields: FieldSelector::default(),
+            initial_events_end: None,
             table: None,
         };
         assert_eq!(
