@@ -25,7 +25,10 @@ pub fn require(available: bool, what: &str) -> bool {
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
 }
 
 /// The `hpk8s` binary under test: `$HPK8S_BIN`, else `target/debug/hpk8s`
@@ -38,6 +41,10 @@ pub fn hpk8s_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
     let bin = target.join("debug/hpk8s");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p hpk8s` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p hpk8s` first",
+        bin.display()
+    );
     bin
 }

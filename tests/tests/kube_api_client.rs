@@ -670,3 +670,61 @@ async fn streaming_list_watcher() {
             .any(|r| r.query.contains("sendInitialEvents=true"))
     );
 }
+
+#[tokio::test]
+async fn rbac_for_service_accounts() {
+    let (api, _) = cluster().await;
+    api.apply_json(
+        PodFixture::test("default", "p")
+            .on_node("n1")
+            .running_ready()
+            .json(),
+    )
+    .unwrap();
+    api.apply_json(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "hpk8s-drain"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+            {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]}]}),
+    )
+    .unwrap();
+    api.apply_json(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "hpk8s-drain"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "hpk8s-drain"},
+        "subjects": [{"kind": "ServiceAccount", "name": "hpk8s", "namespace": "kube-system"}]}))
+    .unwrap();
+    let sa = harness::kube_api::Identity::service_account("kube-system", "hpk8s");
+    let path = api
+        .token_kubeconfig("sa-token-for-tests", sa, "sa.kubeconfig")
+        .unwrap();
+    let client = client_for(&path).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .patch(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"unschedulable": true}})),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.evict("p", &EvictParams::default()).await.unwrap();
+    let (code, _, message) = api_error(
+        nodes
+            .delete("n1", &DeleteParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 403);
+    assert!(
+        message.contains("system:serviceaccount:kube-system:hpk8s"),
+        "{message}"
+    );
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, "kube-system");
+    assert_eq!(
+        api_error(secrets.list(&ListParams::default()).await.unwrap_err()).0,
+        403
+    );
+}

@@ -6,7 +6,9 @@
 use serde_json::Value;
 
 use super::discovery::ResourceType;
+use super::rbac;
 use super::status::ApiError;
+use super::store::Store;
 
 /// The cluster-admin group.
 pub const MASTERS: &str = "system:masters";
@@ -37,6 +39,18 @@ impl Identity {
         Self {
             user: format!("{NODE_PREFIX}{name}"),
             groups: vec![NODES.to_string()],
+        }
+    }
+
+    /// A service account's token identity.
+    pub fn service_account(namespace: &str, name: &str) -> Self {
+        Self {
+            user: format!("system:serviceaccount:{namespace}:{name}"),
+            groups: vec![
+                "system:serviceaccounts".to_string(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".to_string(),
+            ],
         }
     }
 
@@ -93,6 +107,7 @@ pub fn authorize(
     id: &Identity,
     a: &Attributes<'_>,
     node_restriction: bool,
+    store: &Store,
 ) -> Result<(), ApiError> {
     if id.is_admin() {
         return Ok(());
@@ -125,6 +140,9 @@ pub fn authorize(
         && a.namespace == "kube-public"
         && a.name == "cluster-info"
     {
+        return Ok(());
+    }
+    if rbac::allows(store, id, a) {
         return Ok(());
     }
     Err(deny(id, a, "no RBAC policy matched"))

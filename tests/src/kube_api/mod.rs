@@ -18,16 +18,19 @@
 //! asserts on 429/503 handling: kube 5 otherwise retries those up to 15
 //! times (an eviction blocked by a budget then takes minutes to surface).
 //!
+//! Authorization: `system:masters` may do anything; `system:node:<name>`
+//! gets NodeRestriction ([`authz`]); everyone else (service accounts,
+//! bearer tokens) is authorized by the stored RBAC objects ([`rbac`]).
+//!
 //! Simplified on purpose (tests relying on these need more work here):
 //! server-side apply merges like a strategic merge patch and records the
 //! manager, but neither removes fields a manager stops applying nor detects
 //! conflicts between managers; a PodDisruptionBudget's expected count is
 //! the number of pods it selects; only nodes and pods have Table columns.
-//! Not served: aggregated discovery, HTTP/2, watch bookmarks, OpenAPI
-//! schemas (`kubectl explain` fails), admission webhooks, RBAC semantics
-//! (Roles are stored, not enforced) and protobuf bodies (kubectl's
-//! `create configmap|secret|namespace` generators get 415; `create -f` and
-//! `apply -f` work).
+//! Not served: aggregated discovery, HTTP/2, periodic watch bookmarks,
+//! OpenAPI schemas (`kubectl explain` fails), admission webhooks, and
+//! protobuf bodies (kubectl's `create configmap|secret|namespace`
+//! generators get 415; `create -f` and `apply -f` work).
 
 pub mod authz;
 pub mod discovery;
@@ -37,6 +40,7 @@ pub mod fixtures;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod rbac;
 pub mod rest;
 pub mod selectors;
 pub mod server;

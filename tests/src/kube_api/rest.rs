@@ -94,11 +94,11 @@ pub fn handle(shared: &Shared, id: &Identity, req: &ApiRequest<'_>) -> Result<Re
         sub: req.sub,
     };
     let restrict = shared.node_restriction();
-    authz::authorize(id, &attrs, restrict)?;
+    let mut store = lock(&shared.store);
+    authz::authorize(id, &attrs, restrict, &store)?;
     let admit =
         |old: Option<&Value>, new: Option<&Value>| authz::admit(id, &attrs, old, new, restrict);
     let dry_run = req.query.get("dryRun").is_some_and(|v| v == "All");
-    let mut store = lock(&shared.store);
     let ns = req.namespace;
     match verb {
         "get" => {
