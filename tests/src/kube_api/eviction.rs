@@ -21,7 +21,9 @@ fn is_healthy(pod: &Value) -> bool {
         .into_iter()
         .flatten()
         .any(|c| c["type"] == "Ready" && c["status"] == "True");
-    running && ready
+    // A Terminating pod is already going: it no longer counts as healthy.
+    let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
+    running && ready && !terminating
 }
 
 /// An int-or-percent budget value, resolved against `total` (percentages
@@ -154,6 +156,14 @@ mod tests {
             &[pod("a", true), pod("b", true)],
         );
         assert!(check(&s, &pod("a", true)).is_ok());
+        // A terminating pod is not healthy: the other one is the last.
+        let mut going = pod("b", true);
+        going["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        let s = store_with(
+            json!({"selector": sel, "minAvailable": 1}),
+            &[pod("a", true), going],
+        );
+        assert_eq!(check(&s, &pod("a", true)).unwrap_err().code, 429);
         // An unhealthy pod never reduces the healthy count.
         let s = store_with(
             json!({"selector": sel, "minAvailable": 2}),
