@@ -2,15 +2,15 @@
 //! server, IMDS, moto, NVML) and launchers for real components (containerd,
 //! systemd-nspawn nodes). Nothing here ships in the `hpk8s` binary.
 
-pub mod netns;
-pub mod node;
-
 use std::path::PathBuf;
 
 pub mod fixtures;
 pub mod imds;
+pub mod kube_api;
 pub mod mirror;
 pub mod moto;
+pub mod netns;
+pub mod node;
 pub mod nvml;
 
 /// Whether we run under CI, where tests needing real components must fail

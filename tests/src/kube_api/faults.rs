@@ -1,0 +1,68 @@
+//! Test-controlled misbehaviour and the request log: the next N requests
+//! under a path prefix fail, stall or lose their connection, and every
+//! request is recorded so tests can assert call patterns.
+
+use std::time::Duration;
+
+/// What an injected fault does to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Answer with this HTTP status and a matching `Status` body (500, 429,
+    /// 503, ...).
+    Status(u16),
+    /// Wait this long, then handle the request normally.
+    Delay(Duration),
+    /// Close the connection without answering.
+    Drop,
+}
+
+/// A fault armed for the next `remaining` requests whose path starts with
+/// `prefix`.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Path prefix (`/api/v1/nodes`).
+    pub prefix: String,
+    /// What happens.
+    pub kind: FaultKind,
+    /// How many more requests it hits.
+    pub remaining: usize,
+}
+
+/// Takes one hit from the first armed fault matching `path`.
+pub fn take(faults: &mut Vec<Fault>, path: &str) -> Option<FaultKind> {
+    let pos = faults
+        .iter()
+        .position(|f| f.remaining > 0 && path.starts_with(&f.prefix))?;
+    let fault = &mut faults[pos];
+    fault.remaining -= 1;
+    let kind = fault.kind;
+    if fault.remaining == 0 {
+        faults.remove(pos);
+    }
+    Some(kind)
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// HTTP method.
+    pub method: String,
+    /// URL path.
+    pub path: String,
+    /// Raw query string ("" when none).
+    pub query: String,
+    /// The authenticated user (`kubernetes-admin`, `system:node:n1`,
+    /// `system:anonymous`).
+    pub user: String,
+    /// `Content-Type` of the request ("" when none).
+    pub content_type: String,
+    /// The request body (lossy UTF-8; "" when none).
+    pub body: String,
+}
+
+impl RequestRecord {
+    /// Whether this is `method` on exactly `path`.
+    pub fn is(&self, method: &str, path: &str) -> bool {
+        self.method == method && self.path == path
+    }
+}
