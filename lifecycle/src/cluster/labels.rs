@@ -1,0 +1,28 @@
+//! Names of the labels and taints hpk8s puts on Nodes.
+//!
+//! Labels a node may set on itself at registration (NodeRestriction allows
+//! anything outside `kubernetes.io`/`k8s.io` plus a short allow-list) are set
+//! through kubelet's `--node-labels`; the rest are applied by the controller
+//! with a cluster credential once the node is Ready.
+
+/// Instance type without `ml.` (allowed to the node itself).
+pub const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
+/// Spot or on-demand (`spot` / `on-demand`), as peers use it.
+pub const LIFECYCLE: &str = "node.kubernetes.io/lifecycle";
+/// The HyperPod instance group (or static group) of the node.
+pub const INSTANCE_GROUP: &str = "hpk8s.io/instance-group";
+/// The EC2 instance id, for mapping Nodes back to instances.
+pub const INSTANCE_ID: &str = "hpk8s.io/instance-id";
+/// `true` on nodes with NVIDIA GPUs (the NVIDIA device plugin selects on it).
+pub const GPU_PRESENT: &str = "nvidia.com/gpu.present";
+/// Number of NVIDIA GPUs the node has.
+pub const GPU_COUNT: &str = "nvidia.com/gpu.count";
+/// `true` on nodes with EFA adapters (the EFA device plugin selects on it).
+pub const EFA_PRESENT: &str = "vpc.amazonaws.com/efa.present";
+/// Role label only the controller may set (NodeRestriction forbids it to nodes).
+pub const ROLE_WORKER: &str = "node-role.kubernetes.io/worker";
+/// Optional taint key on GPU nodes (`nvidia.com/gpu=true:NoSchedule`); the
+/// NVIDIA device plugin tolerates it.
+pub const GPU_TAINT_KEY: &str = "nvidia.com/gpu";
+/// Field manager for server-side apply and the owner of hpk8s's labels.
+pub const FIELD_MANAGER: &str = "hpk8s";
