@@ -218,6 +218,7 @@ impl MirrorServer {
     /// network namespace so the node reaches the mirror on its loopback.
     pub fn serve_on(listener: TcpListener, root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(ServerState::default()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -226,15 +227,23 @@ impl MirrorServer {
             std::thread::Builder::new()
                 .name("mirror-server".into())
                 .spawn(move || {
-                    for stream in listener.incoming() {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
+                    // Polls instead of blocking in accept(): the listener may
+                    // live in another network namespace, where nothing from
+                    // here could connect to wake it up for shutdown.
+                    while !stop.load(Ordering::SeqCst) {
+                        match listener.accept() {
+                            Ok((stream, _)) => {
+                                let _ = stream.set_nonblocking(false);
+                                let (root, state) = (root.clone(), Arc::clone(&state));
+                                std::thread::spawn(move || {
+                                    let _ = handle(stream, &root, &state);
+                                });
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
+                            Err(_) => std::thread::sleep(Duration::from_millis(10)),
                         }
-                        let Ok(stream) = stream else { continue };
-                        let (root, state) = (root.clone(), Arc::clone(&state));
-                        std::thread::spawn(move || {
-                            let _ = handle(stream, &root, &state);
-                        });
                     }
                 })?
         };
@@ -291,8 +300,6 @@ impl MirrorServer {
 impl Drop for MirrorServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

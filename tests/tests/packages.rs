@@ -721,6 +721,13 @@ fn binary_bad_checksum_exits_94_and_changes_nothing() {
     std::fs::create_dir_all(root.path().join("etc")).unwrap();
     std::fs::write(root.path().join("etc/hostname"), "node-a\n").unwrap();
     std::fs::write(root.path().join("etc/debian_version"), "12.7\n").unwrap();
+    // containerd is installed, so every step plans before the downloads run.
+    std::fs::create_dir_all(root.path().join("etc/containerd")).unwrap();
+    std::fs::write(
+        root.path().join("etc/containerd/config.toml"),
+        "version = 2\n",
+    )
+    .unwrap();
     let before = snapshot(root.path());
 
     let out = bootstrap(

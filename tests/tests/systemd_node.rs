@@ -123,7 +123,7 @@ fn prepare_on_a_hyperpod_like_node() {
         .expect("fetch from the mirror inside the node");
     let kubeadm_digest = layout.sha256("kubeadm").expect("kubeadm digest");
     assert!(
-        fetched.starts_with("HTTP/1.1 200") && fetched.trim_end().ends_with(&kubeadm_digest),
+        fetched.starts_with("HTTP/1.1 200") && fetched.contains(&kubeadm_digest),
         "{fetched}"
     );
 
