@@ -69,7 +69,7 @@ pub enum Error {
     },
     /// Even 10.0.0.0/8 cannot hold that many per-node ranges.
     #[error(
-        "{needed} nodes ({expected} expected plus headroom) do not fit in 10.0.0.0/8 with a /{mask} per node; raise cluster.node_cidr_mask_size (fewer pod addresses per node) or set cluster.pod_subnet"
+        "{needed} nodes ({expected} expected plus headroom) do not fit in 10.0.0.0/8 with a /{mask} per node (kube-controller-manager also allows at most 65536 node ranges); raise cluster.node_cidr_mask_size (fewer pod addresses per node) up to 24, or set cluster.pod_subnet"
     )]
     NoRoomForNodes {
         /// Nodes needed.
