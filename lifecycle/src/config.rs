@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::bootstrap_token::TokenTtl;
+use crate::cluster::pod_network::Ipv4Cidr;
+
 /// Default config file location (a host path, read under `--root`).
 pub const DEFAULT_PATH: &str = "/etc/hpk8s/config.toml";
 
@@ -97,6 +100,8 @@ pub struct Config {
     pub instance_store: InstanceStoreConfig,
     /// containerd.
     pub containerd: ContainerdConfig,
+    /// The cluster kubeadm forms: networks, join tokens, taints.
+    pub cluster: ClusterConfig,
 }
 
 /// Where the cluster topology comes from.
@@ -360,6 +365,45 @@ impl Default for ContainerdConfig {
             nvidia_runtime: PathBuf::from("/usr/bin/nvidia-container-runtime"),
             data_on_instance_store: true,
             ready_timeout_secs: 60,
+        }
+    }
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Pod network (`podSubnet`, flannel's `Network`). Default: unset,
+    /// meaning sized from the expected nodes plus headroom around
+    /// 10.244.0.0 (/16 up to 256 nodes, wider beyond).
+    pub pod_subnet: Option<Ipv4Cidr>,
+    /// Service network. Default `10.96.0.0/12`.
+    pub service_subnet: Ipv4Cidr,
+    /// Prefix length of each node's slice of the pod network
+    /// (kube-controller-manager `node-cidr-mask-size`). Default 24.
+    pub node_cidr_mask_size: u8,
+    /// Extra nodes the pod network must hold beyond the inventory's, in
+    /// percent (at least 4 nodes), for scale-up and replacements. Default 25.
+    pub node_headroom_percent: u32,
+    /// Lifetime of bootstrap (join) tokens, e.g. `30m`, `4h`, `1h30m`. Default `4h`.
+    pub token_ttl: TokenTtl,
+    /// Taint GPU workers `nvidia.com/gpu=true:NoSchedule` at registration. Default `false`.
+    pub gpu_taint: bool,
+    /// API server endpoint `host[:port]` for every node (a load balancer or
+    /// DNS name). Default: unset, meaning the controller's address, port 6443.
+    pub control_plane_endpoint: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            pod_subnet: None,
+            service_subnet: crate::cluster::pod_network::DEFAULT_SERVICE_SUBNET,
+            node_cidr_mask_size: 24,
+            node_headroom_percent: 25,
+            token_ttl: TokenTtl::default(),
+            gpu_taint: false,
+            control_plane_endpoint: None,
         }
     }
 }

@@ -58,5 +58,6 @@ pub fn identity(host: &Host, config: &Config) -> Result<NodeIdentity, IdentityEr
             instance_type: None,
             count: 1,
         }],
+        node_addresses: vec![address],
     })
 }

@@ -125,6 +125,10 @@ pub struct NodeIdentity {
     pub expected_nodes: u32,
     /// The cluster's instance groups.
     pub groups: Vec<GroupSummary>,
+    /// Addresses of every node in the inventory (for the pod network's
+    /// overlap checks); left out of `hpk8s identity` output.
+    #[serde(skip)]
+    pub node_addresses: Vec<IpAddr>,
 }
 
 /// What the process environment (or a test) overrides.

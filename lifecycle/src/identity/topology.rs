@@ -128,6 +128,7 @@ impl Topology {
             lifecycle: None,
             expected_nodes,
             groups,
+            node_addresses: addresses,
         })
     }
 }
