@@ -2,6 +2,7 @@
 //! the file, field, command or endpoint involved, and maps to a distinct
 //! process exit code (the table is `docs/exit-codes.md`).
 
+use crate::cluster::rendezvous::RendezvousError;
 use crate::config::ConfigError;
 use crate::host::{CommandError, FsError};
 use crate::identity::IdentityError;
@@ -39,6 +40,9 @@ pub enum Error {
     /// Planning step `packages`.
     #[error("packages: {0}")]
     Packages(#[from] prepare::packages::Error),
+    /// Publishing or waiting for the join ticket.
+    #[error(transparent)]
+    Rendezvous(#[from] RendezvousError),
     /// Applying a planned change.
     #[error("{step}: {source}")]
     Apply {
@@ -56,7 +60,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Process exit code: 10–19 config, 20–39 identity, 40–49 host, 50–54
     /// networking, 55–64 instance store, 65–74 containerd, 75–84 packages,
-    /// 85–89 state, 90–99 applying changes.
+    /// 85–89 state, 90–99 applying changes, 120–139 join-ticket rendezvous.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(e) => e.exit_code(),
@@ -68,6 +72,7 @@ impl Error {
             Error::InstanceStore(e) => e.exit_code(),
             Error::Containerd(e) => e.exit_code(),
             Error::Packages(e) => e.exit_code(),
+            Error::Rendezvous(e) => e.exit_code(),
             Error::Apply { source, .. } => match source {
                 ApplyError::Fs(_) => 90,
                 ApplyError::Command(_) => 91,
