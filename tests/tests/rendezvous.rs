@@ -600,3 +600,82 @@ async fn directory_rendezvous_writes_atomically_0600_and_workers_wait() {
     assert_eq!(e.exit_code(), 120, "{text}");
     assert!(text.contains(&file.display().to_string()), "{text}");
 }
+
+// ---------------------------------------------------------------------------
+// Logs and configuration.
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn progress_is_logged_at_info_without_the_token() {
+    let Some(moto) = moto() else { return };
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // Thread-local, and this runtime has one thread: every task logs here.
+    let _guard = tracing_subscriber::util::SubscriberInitExt::set_default(subscriber);
+
+    let r = secrets_manager(&moto.endpoint()).await;
+    let (_api, addr) = api_server().await;
+    r.publish(&ticket(TOKENS[0], addr, -10))
+        .await
+        .expect("publish");
+    let waiter = spawn_wait(&r, policy(30));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let fresh = ticket(TOKENS[1], addr, 3600);
+    r.publish(&fresh).await.expect("publish");
+    assert_eq!(waiter.await.expect("join").expect("ticket"), fresh);
+
+    let text = String::from_utf8_lossy(&logs.0.lock().expect("log buffer")).into_owned();
+    assert!(text.contains("waiting for the join ticket"), "{text}");
+    assert!(text.contains("join ticket not usable yet"), "{text}");
+    assert!(text.contains("published the join ticket"), "{text}");
+    assert!(text.contains("found a usable join ticket"), "{text}");
+    assert!(text.contains(SECRET), "{text}");
+    assert_no_token(&text);
+}
+
+#[test]
+fn the_rendezvous_section_is_validated() {
+    let parse = |t: &str| lifecycle::config::Config::parse(t, std::path::Path::new("c.toml"));
+    let c = parse("[rendezvous]\nkind = \"directory\"\ndirectory = \"/fsx/hpk8s\"\ntags = { team = \"ml\" }\n")
+        .expect("valid");
+    assert_eq!(c.rendezvous.kind, RendezvousKind::Directory);
+    assert_eq!(c.rendezvous.poll_cap_ms, 5000);
+    assert_eq!(c.rendezvous.deadline_secs, 3600);
+    for (text, key) in [
+        ("[rendezvous]\nkind = \"directory\"\n", "rendezvous.kind"),
+        (
+            "[rendezvous]\nkind = \"directory\"\ndirectory = \"shared\"\n",
+            "rendezvous.kind",
+        ),
+        ("[rendezvous]\npoll_cap_ms = 0\n", "rendezvous.poll_cap_ms"),
+        (
+            "[rendezvous]\ndeadline_secs = 0\n",
+            "rendezvous.deadline_secs",
+        ),
+    ] {
+        let e = parse(text).expect_err(text);
+        assert!(e.to_string().contains(key), "{text}: {e}");
+    }
+    assert!(parse("[rendezvous]\nkind = \"s3\"\n").is_err());
+    let sm = Rendezvous::from_config(&RendezvousConfig::default(), CLUSTER, None)
+        .expect_err("secrets-manager without AWS config");
+    assert_eq!(sm.exit_code(), 128);
+}

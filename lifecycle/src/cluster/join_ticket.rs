@@ -448,7 +448,10 @@ mod tests {
         let t = ticket();
         t.validate().unwrap();
         let text = t.to_secret_json();
-        assert!(text.contains("\"expires_at\":\"2026-11-18T11:06:40Z\""), "{text}");
+        assert!(
+            text.contains("\"expires_at\":\"2026-11-18T11:06:40Z\""),
+            "{text}"
+        );
         assert_eq!(JoinTicket::parse(&text).unwrap(), t);
     }
 
