@@ -102,6 +102,8 @@ pub struct Config {
     pub containerd: ContainerdConfig,
     /// The cluster kubeadm forms: networks, join tokens, taints.
     pub cluster: ClusterConfig,
+    /// Where the controller publishes the join ticket and workers find it.
+    pub rendezvous: RendezvousConfig,
 }
 
 /// Where the cluster topology comes from.
@@ -408,6 +410,54 @@ impl Default for ClusterConfig {
     }
 }
 
+/// Where the join ticket is exchanged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RendezvousKind {
+    /// An AWS Secrets Manager secret.
+    #[default]
+    SecretsManager,
+    /// A file in a directory every node shares (NFS/FSx, Vagrant synced folder).
+    Directory,
+}
+
+/// `[rendezvous]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RendezvousConfig {
+    /// `secrets-manager` or `directory`. Default `secrets-manager`.
+    pub kind: RendezvousKind,
+    /// Secret name. Default: `hyperpod-k8s-<cluster id>`.
+    pub secret_name: Option<String>,
+    /// Tags put on the secret when hpk8s creates it. Default none.
+    pub tags: BTreeMap<String, String>,
+    /// KMS key (id, ARN or alias) encrypting the secret. Default: the
+    /// account's `aws/secretsmanager` key.
+    pub kms_key_id: Option<String>,
+    /// Shared directory holding `join-ticket.json` (`kind = "directory"`).
+    pub directory: Option<PathBuf>,
+    /// Longest pause between two polls of a waiting worker, milliseconds.
+    /// Default 5000.
+    pub poll_cap_ms: u64,
+    /// How long a worker waits for a usable ticket, seconds. Default 3600
+    /// (a worker may boot an hour before the controller is up).
+    pub deadline_secs: u64,
+}
+
+impl Default for RendezvousConfig {
+    fn default() -> Self {
+        Self {
+            kind: RendezvousKind::SecretsManager,
+            secret_name: None,
+            tags: BTreeMap::new(),
+            kms_key_id: None,
+            directory: None,
+            poll_cap_ms: 5000,
+            deadline_secs: 3600,
+        }
+    }
+}
+
 impl Config {
     /// Parses config text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -515,6 +565,27 @@ impl Config {
         if self.containerd.ready_timeout_secs == 0 {
             return Err(invalid(
                 "containerd.ready_timeout_secs",
+                "must be at least 1".into(),
+            ));
+        }
+        let rv = &self.rendezvous;
+        if rv.kind == RendezvousKind::Directory
+            && !rv.directory.as_ref().is_some_and(|d| d.is_absolute())
+        {
+            return Err(invalid(
+                "rendezvous.kind",
+                "`directory` needs rendezvous.directory set to an absolute path".into(),
+            ));
+        }
+        if rv.poll_cap_ms == 0 {
+            return Err(invalid(
+                "rendezvous.poll_cap_ms",
+                "must be at least 1".into(),
+            ));
+        }
+        if rv.deadline_secs == 0 {
+            return Err(invalid(
+                "rendezvous.deadline_secs",
                 "must be at least 1".into(),
             ));
         }

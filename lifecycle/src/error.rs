@@ -3,6 +3,7 @@
 //! process exit code (the table is `docs/exit-codes.md`).
 
 use crate::cluster::kubeadm_config::ClusterConfigError;
+use crate::cluster::rendezvous::RendezvousError;
 use crate::config::ConfigError;
 use crate::host::{CommandError, FsError};
 use crate::identity::IdentityError;
@@ -44,6 +45,9 @@ pub enum Error {
     /// config), refused before anything changes.
     #[error(transparent)]
     ClusterConfig(#[from] ClusterConfigError),
+    /// Publishing or waiting for the join ticket.
+    #[error(transparent)]
+    Rendezvous(#[from] RendezvousError),
     /// Applying a planned change.
     #[error("{step}: {source}")]
     Apply {
@@ -63,6 +67,7 @@ impl Error {
     /// networking, 55–64 instance store, 65–74 containerd, 75–84 packages,
     /// 85–89 state, 90–99 applying changes, 100–119 cluster configuration
     /// (without 101, Rust's panic code).
+    /// 85–89 state, 90–99 applying changes, 120–139 join-ticket rendezvous.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(e) => e.exit_code(),
@@ -75,6 +80,7 @@ impl Error {
             Error::Containerd(e) => e.exit_code(),
             Error::Packages(e) => e.exit_code(),
             Error::ClusterConfig(e) => e.exit_code(),
+            Error::Rendezvous(e) => e.exit_code(),
             Error::Apply { source, .. } => match source {
                 ApplyError::Fs(_) => 90,
                 ApplyError::Command(_) => 91,
