@@ -39,6 +39,9 @@ pub enum Error {
     /// Planning step `packages`.
     #[error("packages: {0}")]
     Packages(#[from] prepare::packages::Error),
+    /// Applying the cluster addons.
+    #[error("addons: {0}")]
+    Addons(#[from] crate::cluster::addons::Error),
     /// Applying a planned change.
     #[error("{step}: {source}")]
     Apply {
@@ -56,7 +59,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Process exit code: 10–19 config, 20–39 identity, 40–49 host, 50–54
     /// networking, 55–64 instance store, 65–74 containerd, 75–84 packages,
-    /// 85–89 state, 90–99 applying changes.
+    /// 85–89 state, 90–99 applying changes, 140–159 cluster addons.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(e) => e.exit_code(),
@@ -68,6 +71,7 @@ impl Error {
             Error::InstanceStore(e) => e.exit_code(),
             Error::Containerd(e) => e.exit_code(),
             Error::Packages(e) => e.exit_code(),
+            Error::Addons(e) => e.exit_code(),
             Error::Apply { source, .. } => match source {
                 ApplyError::Fs(_) => 90,
                 ApplyError::Command(_) => 91,
