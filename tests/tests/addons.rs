@@ -110,7 +110,11 @@ fn nodes() -> Vec<NodeSpec> {
     vec![
         spec("cpu-1", &[], &[]),
         spec("cpu-2", &[(GPU_PRESENT, "false")], &[]),
-        spec("gpu-1", &[(GPU_PRESENT, "true")], &[gpu_taint.clone()]),
+        spec(
+            "gpu-1",
+            &[(GPU_PRESENT, "true")],
+            std::slice::from_ref(&gpu_taint),
+        ),
         spec(
             "gpu-efa-1",
             &[(GPU_PRESENT, "true"), (EFA_PRESENT, "true")],

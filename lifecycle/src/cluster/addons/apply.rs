@@ -132,7 +132,7 @@ async fn resolve(client: &Client, m: &Manifest) -> Result<(ApiResource, bool)> {
             origin: m.origin.clone(),
             api_version: m.gvk.api_version(),
             kind: m.gvk.kind.clone(),
-            source,
+            source: Box::new(source),
         }),
     }
 }
@@ -169,7 +169,7 @@ async fn apply_one(
         origin: m.origin.clone(),
         kind: ar.kind.clone(),
         object: object.clone(),
-        source,
+        source: Box::new(source),
     };
     let before = api
         .get_opt(&name)

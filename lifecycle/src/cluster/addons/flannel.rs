@@ -160,7 +160,7 @@ pub fn objects(images: &AddonImages, pod_subnet: &str) -> Result<Vec<AddonObject
             ),
             ..Default::default()
         }),
-        AddonObject::DaemonSet(daemon_set(images)),
+        AddonObject::DaemonSet(Box::new(daemon_set(images))),
     ])
 }
 

@@ -127,9 +127,9 @@ pub enum Error {
         api_version: String,
         /// kind.
         kind: String,
-        /// The client error.
+        /// The client error (boxed: it is large).
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The API server refused or failed a server-side apply.
     #[error("{origin}: server-side apply of {kind} {object} failed: {source}")]
@@ -140,9 +140,9 @@ pub enum Error {
         kind: String,
         /// `namespace/name` or `name`.
         object: String,
-        /// The client error.
+        /// The client error (boxed: it is large).
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// Reading a DaemonSet's rollout status failed.
     #[error("reading the status of DaemonSet {namespace}/{name} failed: {source}")]
@@ -151,9 +151,9 @@ pub enum Error {
         namespace: String,
         /// Name.
         name: String,
-        /// The client error.
+        /// The client error (boxed: it is large).
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// A built-in object could not be converted for applying (a bug).
     #[error("encoding addon object {object} failed: {source}; this is a bug in hpk8s")]
@@ -252,8 +252,8 @@ pub enum AddonObject {
     ClusterRoleBinding(k8s_openapi::api::rbac::v1::ClusterRoleBinding),
     /// A ConfigMap.
     ConfigMap(k8s_openapi::api::core::v1::ConfigMap),
-    /// A DaemonSet.
-    DaemonSet(DaemonSet),
+    /// A DaemonSet (boxed: it is by far the largest).
+    DaemonSet(Box<DaemonSet>),
 }
 
 impl AddonObject {
@@ -269,14 +269,14 @@ impl AddonObject {
                 erase::<rbac::ClusterRoleBinding>(o, false, origin)
             }
             AddonObject::ConfigMap(o) => erase::<core::ConfigMap>(o, true, origin),
-            AddonObject::DaemonSet(o) => erase::<DaemonSet>(o, true, origin),
+            AddonObject::DaemonSet(o) => erase::<DaemonSet>(o.as_ref(), true, origin),
         }
     }
 
     /// The DaemonSet, if this is one.
     pub fn as_daemon_set(&self) -> Option<&DaemonSet> {
         match self {
-            AddonObject::DaemonSet(d) => Some(d),
+            AddonObject::DaemonSet(d) => Some(d.as_ref()),
             _ => None,
         }
     }
@@ -334,14 +334,14 @@ pub fn built_in(settings: &AddonSettings) -> Result<Vec<Addon>> {
         },
         Addon {
             name: nvidia_device_plugin::NAME,
-            objects: vec![AddonObject::DaemonSet(nvidia_device_plugin::daemon_set(
-                &settings.images.nvidia_device_plugin,
+            objects: vec![AddonObject::DaemonSet(Box::new(
+                nvidia_device_plugin::daemon_set(&settings.images.nvidia_device_plugin),
             ))],
         },
         Addon {
             name: efa_device_plugin::NAME,
-            objects: vec![AddonObject::DaemonSet(efa_device_plugin::daemon_set(
-                &settings.images.efa_device_plugin,
+            objects: vec![AddonObject::DaemonSet(Box::new(
+                efa_device_plugin::daemon_set(&settings.images.efa_device_plugin),
             ))],
         },
     ])

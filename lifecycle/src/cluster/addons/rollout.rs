@@ -140,7 +140,7 @@ pub async fn rollout_status(
                 .map_err(|source| Error::RolloutRead {
                     namespace: t.namespace.clone(),
                     name: t.name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             entries.push(RolloutEntry::from_daemon_set(t.clone(), ds.as_ref()));
         }
