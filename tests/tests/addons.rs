@@ -825,3 +825,40 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+#[tokio::test]
+async fn a_refused_apply_names_the_object_and_the_addon() {
+    let c = Cluster::start().await;
+    let settings = c.settings(AddonsConfig::default());
+    // The NVIDIA plugin's DaemonSet is the first object under this prefix.
+    c.api.inject_fault(
+        "/apis/apps/v1/namespaces/kube-system/daemonsets",
+        harness::kube_api::FaultKind::Status(500),
+        1,
+    );
+    let e = c.apply(&settings).await.unwrap_err();
+    assert!(matches!(e, Error::Apply { .. }), "{e}");
+    assert_eq!(e.exit_code(), 148);
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "nvidia-device-plugin: server-side apply of DaemonSet kube-system/{} failed",
+            nvidia_device_plugin::DAEMON_SET
+        )),
+        "{msg}"
+    );
+    // flannel went in before the failure; re-running finishes the job.
+    assert!(
+        c.api
+            .get_json("configmaps", flannel::NAMESPACE, flannel::CONFIG_MAP)
+            .is_some()
+    );
+    let report = c.apply(&settings).await.unwrap();
+    let created: Vec<&str> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.change == Change::Created)
+        .map(|o| o.origin.as_str())
+        .collect();
+    assert_eq!(created, ["nvidia-device-plugin", "efa-device-plugin"]);
+}
