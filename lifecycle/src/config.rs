@@ -104,6 +104,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Where the controller publishes the join ticket and workers find it.
     pub rendezvous: RendezvousConfig,
+    /// Cluster addons: flannel, device plugins, extra manifests.
+    pub addons: AddonsConfig,
 }
 
 /// Where the cluster topology comes from.
@@ -454,6 +456,52 @@ impl Default for RendezvousConfig {
             directory: None,
             poll_cap_ms: 5000,
             deadline_secs: 3600,
+        }
+    }
+}
+
+/// `[addons]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AddonsConfig {
+    /// Registry (`host[:port][/path]`) that replaces the registry of every
+    /// built-in addon image, e.g. `mirror.internal:5000` turns
+    /// `ghcr.io/flannel-io/flannel:v0.26.7` into
+    /// `mirror.internal:5000/flannel-io/flannel:v0.26.7`. Default: unset
+    /// (images are pulled from their own registries).
+    pub registry_mirror: Option<String>,
+    /// flannel image. Default `ghcr.io/flannel-io/flannel:v0.26.7`.
+    pub flannel_image: String,
+    /// flannel's CNI plugin image (installs `/opt/cni/bin/flannel`).
+    /// Default `ghcr.io/flannel-io/flannel-cni-plugin:v1.6.2-flannel1`.
+    pub flannel_cni_plugin_image: String,
+    /// NVIDIA device plugin image. Default `nvcr.io/nvidia/k8s-device-plugin:v0.17.1`.
+    pub nvidia_device_plugin_image: String,
+    /// EFA device plugin image. Default
+    /// `602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/aws-efa-k8s-device-plugin:v0.5.6`.
+    pub efa_device_plugin_image: String,
+    /// Directory of extra manifests (`*.yaml`, `*.yml`, `*.json`) applied
+    /// after the built-in addons, in file-name order. Default `/etc/hpk8s/manifests.d`.
+    pub manifest_dir: PathBuf,
+    /// How long to wait for addon DaemonSets to become ready, seconds; at
+    /// the deadline hpk8s reports which are not ready and goes on (0: read
+    /// their status once). Default 300.
+    pub rollout_timeout_secs: u64,
+}
+
+impl Default for AddonsConfig {
+    fn default() -> Self {
+        Self {
+            registry_mirror: None,
+            flannel_image: "ghcr.io/flannel-io/flannel:v0.26.7".into(),
+            flannel_cni_plugin_image: "ghcr.io/flannel-io/flannel-cni-plugin:v1.6.2-flannel1"
+                .into(),
+            nvidia_device_plugin_image: "nvcr.io/nvidia/k8s-device-plugin:v0.17.1".into(),
+            efa_device_plugin_image:
+                "602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/aws-efa-k8s-device-plugin:v0.5.6"
+                    .into(),
+            manifest_dir: PathBuf::from("/etc/hpk8s/manifests.d"),
+            rollout_timeout_secs: 300,
         }
     }
 }

@@ -48,6 +48,9 @@ pub enum Error {
     /// Publishing or waiting for the join ticket.
     #[error(transparent)]
     Rendezvous(#[from] RendezvousError),
+    /// Applying the cluster addons.
+    #[error("addons: {0}")]
+    Addons(#[from] crate::cluster::addons::Error),
     /// Applying a planned change.
     #[error("{step}: {source}")]
     Apply {
@@ -68,6 +71,7 @@ impl Error {
     /// 85–89 state, 90–99 applying changes, 100–119 cluster configuration
     /// (without 101, Rust's panic code).
     /// 85–89 state, 90–99 applying changes, 120–139 join-ticket rendezvous.
+    /// 85–89 state, 90–99 applying changes, 140–159 cluster addons.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(e) => e.exit_code(),
@@ -81,6 +85,7 @@ impl Error {
             Error::Packages(e) => e.exit_code(),
             Error::ClusterConfig(e) => e.exit_code(),
             Error::Rendezvous(e) => e.exit_code(),
+            Error::Addons(e) => e.exit_code(),
             Error::Apply { source, .. } => match source {
                 ApplyError::Fs(_) => 90,
                 ApplyError::Command(_) => 91,
