@@ -42,9 +42,9 @@ impl CaPinError {
     /// Process exit code (cluster phase; see `docs/exit-codes.md`).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CaPinError::NotPem { .. } => 100,
-            CaPinError::NotCertificate { .. } => 101,
-            CaPinError::BadCertificate { .. } => 102,
+            CaPinError::NotPem { .. } => 110,
+            CaPinError::NotCertificate { .. } => 111,
+            CaPinError::BadCertificate { .. } => 112,
         }
     }
 }
