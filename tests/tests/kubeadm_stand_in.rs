@@ -505,3 +505,25 @@ async fn reset_removes_what_init_wrote_and_readiness_can_be_slow() {
     }
     assert!(became_ready, "the slow node never turned Ready");
 }
+
+/// The pin of the test API server's CA is what kubeadm's documented
+/// openssl pipeline prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::disallowed_methods)] // test runs the reference tool
+async fn ca_pin_of_the_test_server_matches_openssl() {
+    let api = TestApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let crt = dir.path().join("ca.crt");
+    std::fs::write(&crt, api.ca_pem()).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -in {} -pubkey -noout | openssl pkey -pubin -outform der | sha256sum",
+            crt.display()
+        ))
+        .output()
+        .unwrap();
+    let stdout = ok(&out);
+    let hex = stdout.split_whitespace().next().unwrap();
+    assert_eq!(pin(&api), format!("sha256:{hex}"));
+}
