@@ -7,6 +7,7 @@ use std::path::PathBuf;
 pub mod fixtures;
 pub mod imds;
 pub mod kube_api;
+pub mod kubeadm_stand_in;
 pub mod mirror;
 pub mod moto;
 pub mod netns;
@@ -51,6 +52,24 @@ pub fn hpk8s_bin() -> PathBuf {
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build -p hpk8s` first",
+        bin.display()
+    );
+    bin
+}
+
+/// The kubeadm stand-in (`tests/src/bin/kubeadm.rs`): `$HPK8S_KUBEADM_BIN`,
+/// else `target/debug/kubeadm` (cargo builds it for this crate's tests).
+pub fn kubeadm_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HPK8S_KUBEADM_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let bin = target.join("debug/kubeadm");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p hpk8s-tests --bin kubeadm` first",
         bin.display()
     );
     bin

@@ -138,6 +138,12 @@ impl TestApiServer {
         self.shared.pki.ca_pem()
     }
 
+    /// The CA's private key, PEM-encoded (for the kubeadm stand-in, which
+    /// signs node credentials out of process).
+    pub fn ca_key_pem(&self) -> &str {
+        self.shared.pki.ca_key_pem()
+    }
+
     /// A kubeconfig for `kubernetes-admin` (group `system:masters`).
     pub fn admin_kubeconfig_path(&self) -> &Path {
         &self.admin_kubeconfig

@@ -29,6 +29,7 @@ pub struct ClientCert {
 /// client certificate the server accepts was issued here).
 pub struct Pki {
     ca_pem: String,
+    ca_key_pem: String,
     issuer: Issuer<'static, KeyPair>,
     issued: Mutex<HashMap<Vec<u8>, Identity>>,
     server_config: Arc<ServerConfig>,
@@ -52,6 +53,7 @@ impl Pki {
         let ca_cert = ca_params
             .self_signed(&ca_key)
             .context("self-signing the test CA")?;
+        let ca_key_pem = ca_key.serialize_pem();
         let issuer = Issuer::new(ca_params, ca_key);
 
         let server_key = KeyPair::generate()?;
@@ -94,6 +96,7 @@ impl Pki {
 
         Ok(Self {
             ca_pem: ca_cert.pem(),
+            ca_key_pem,
             issuer,
             issued: Mutex::new(HashMap::new()),
             server_config: Arc::new(config),
@@ -103,6 +106,13 @@ impl Pki {
     /// The CA certificate, PEM-encoded.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// The CA's private key, PEM-encoded: for test doubles that sign client
+    /// certificates out of process (the kubeadm stand-in), as the real
+    /// cluster's `/etc/kubernetes/pki/ca.key` does.
+    pub fn ca_key_pem(&self) -> &str {
+        &self.ca_key_pem
     }
 
     /// The rustls configuration for the listener.
@@ -136,11 +146,28 @@ impl Pki {
         })
     }
 
-    /// The identity of a presented client certificate chain, if it is one
-    /// this PKI issued.
+    /// The identity of a presented client certificate chain: one this PKI
+    /// issued, else (as a real API server does) CN = user and O = groups of
+    /// any certificate signed with the CA key, which the TLS layer has
+    /// already verified.
     pub fn identify(&self, chain: Option<&[CertificateDer<'_>]>) -> Option<Identity> {
         let leaf = chain?.first()?;
-        lock(&self.issued).get(leaf.as_ref()).cloned()
+        if let Some(id) = lock(&self.issued).get(leaf.as_ref()) {
+            return Some(id.clone());
+        }
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+        let subject = cert.subject();
+        let user = subject
+            .iter_common_name()
+            .next()?
+            .as_str()
+            .ok()?
+            .to_string();
+        let groups = subject
+            .iter_organization()
+            .filter_map(|o| o.as_str().ok().map(String::from))
+            .collect();
+        Some(Identity { user, groups })
     }
 }
 
