@@ -75,5 +75,25 @@ if [[ $tests_rc -ne 0 ]]; then
 	exit "$tests_rc"
 fi
 
+step "nothing left behind"
+# The harness must clean up after itself: no test network namespace, loop
+# device, mount or helper process may survive the test run.
+# Detached helpers (the kubeadm stand-in's delayed Ready) get a few seconds.
+leftovers() {
+	ip netns list 2>/dev/null | grep -E '^hpk8s-' || true
+	losetup -a 2>/dev/null | grep -E 'hpk8s' || true
+	grep -E 'hpk8s-' /proc/self/mountinfo || true
+	pgrep -af 'moto_server|hpk8s_moto|systemd-nspawn|target/debug/kubeadm' || true
+}
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+	left="$(leftovers)"
+	[[ -z $left ]] && break
+	sleep 1
+done
+if [[ -n $left ]]; then
+	printf 'tests left these behind:\n%s\n' "$left" >&2
+	exit 1
+fi
+
 CURRENT_STEP="done"
 printf '\ntest.sh: OK: shellcheck, fmt, build, clippy and all tests passed in %ss\n' "$((SECONDS - STARTED))"
