@@ -2,12 +2,11 @@
 //! `vpc.amazonaws.com/efa` (the EFA adapters found under `/sys`) to the
 //! kubelet. It runs in the host network namespace, where the adapters are.
 
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
 
 use super::{
-    DEVICE_PLUGIN_DIR, KUBE_SYSTEM, NODE_CRITICAL, host_path, labels, locked_down, mount,
+    DEVICE_PLUGIN_DIR, NODE_CRITICAL, host_path, kube_system_daemon_set, locked_down, mount,
     require_label_true, tolerate,
 };
 use crate::cluster::labels::{EFA_PRESENT, GPU_TAINT_KEY};
@@ -25,7 +24,6 @@ const SYS: &str = "/sys";
 
 /// The EFA device plugin DaemonSet running `image`.
 pub fn daemon_set(image: &str) -> DaemonSet {
-    let selector = [("name".to_string(), POD_LABEL.to_string())];
     let container = Container {
         name: "aws-efa-k8s-device-plugin".into(),
         image: Some(image.into()),
@@ -38,51 +36,23 @@ pub fn daemon_set(image: &str) -> DaemonSet {
         ]),
         ..Default::default()
     };
-    DaemonSet {
-        metadata: ObjectMeta {
-            name: Some(DAEMON_SET.into()),
-            namespace: Some(KUBE_SYSTEM.into()),
-            labels: Some(labels(&[("app.kubernetes.io/name", NAME)])),
-            ..Default::default()
-        },
-        spec: Some(DaemonSetSpec {
-            selector: LabelSelector {
-                match_labels: Some(selector.clone().into()),
-                ..Default::default()
-            },
-            update_strategy: Some(DaemonSetUpdateStrategy {
-                type_: Some("RollingUpdate".into()),
-                ..Default::default()
-            }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(&[
-                        ("name", POD_LABEL),
-                        ("app.kubernetes.io/name", NAME),
-                    ])),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    host_network: Some(true),
-                    priority_class_name: Some(NODE_CRITICAL.into()),
-                    // Only where EFA adapters were found (the label hpk8s sets).
-                    affinity: Some(require_label_true(EFA_PRESENT)),
-                    tolerations: Some(vec![
-                        tolerate("CriticalAddonsOnly", None),
-                        tolerate(EFA_TAINT_KEY, Some("NoSchedule")),
-                        // EFA nodes are usually GPU nodes, tainted as such.
-                        tolerate(GPU_TAINT_KEY, Some("NoSchedule")),
-                    ]),
-                    containers: vec![container],
-                    volumes: Some(vec![
-                        host_path("device-plugin", DEVICE_PLUGIN_DIR, None),
-                        host_path("sys", SYS, None),
-                    ]),
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
-        }),
+    let pod = PodSpec {
+        host_network: Some(true),
+        priority_class_name: Some(NODE_CRITICAL.into()),
+        // Only where EFA adapters were found (the label hpk8s sets).
+        affinity: Some(require_label_true(EFA_PRESENT)),
+        tolerations: Some(vec![
+            tolerate("CriticalAddonsOnly", None),
+            tolerate(EFA_TAINT_KEY, Some("NoSchedule")),
+            // EFA nodes are usually GPU nodes, tainted as such.
+            tolerate(GPU_TAINT_KEY, Some("NoSchedule")),
+        ]),
+        containers: vec![container],
+        volumes: Some(vec![
+            host_path("device-plugin", DEVICE_PLUGIN_DIR, None),
+            host_path("sys", SYS, None),
+        ]),
         ..Default::default()
-    }
+    };
+    kube_system_daemon_set(NAME, DAEMON_SET, POD_LABEL, pod)
 }

@@ -347,6 +347,52 @@ pub fn built_in(settings: &AddonSettings) -> Result<Vec<Addon>> {
     ])
 }
 
+/// A `kube-system` DaemonSet named `daemon_set` for addon `name`, whose
+/// pods carry `name=<pod_label>` (what it selects on) and run `pod`; rolled
+/// out one node at a time. The device plugins share this skeleton and
+/// differ only in their pod.
+pub(crate) fn kube_system_daemon_set(
+    name: &str,
+    daemon_set: &str,
+    pod_label: &str,
+    pod: k8s_openapi::api::core::v1::PodSpec,
+) -> k8s_openapi::api::apps::v1::DaemonSet {
+    use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy};
+    use k8s_openapi::api::core::v1::PodTemplateSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+
+    DaemonSet {
+        metadata: ObjectMeta {
+            name: Some(daemon_set.into()),
+            namespace: Some(KUBE_SYSTEM.into()),
+            labels: Some(labels(&[("app.kubernetes.io/name", name)])),
+            ..Default::default()
+        },
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector {
+                match_labels: Some(labels(&[("name", pod_label)])),
+                ..Default::default()
+            },
+            update_strategy: Some(DaemonSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                ..Default::default()
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&[
+                        ("name", pod_label),
+                        ("app.kubernetes.io/name", name),
+                    ])),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Labels of a built-in addon's objects.
 pub(crate) fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = pairs
