@@ -12,8 +12,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use lifecycle::cluster::phase as cluster;
+use lifecycle::cluster::rendezvous::Rendezvous;
 use lifecycle::config::{self, Config};
 use lifecycle::host::{Host, SystemInterfaces, SystemRunner};
+use lifecycle::plan::Plan;
 use lifecycle::{identity, prepare};
 
 /// Node-bootstrap agent for GPU Kubernetes clusters.
@@ -44,13 +47,15 @@ enum Output {
 enum Phase {
     /// Host preparation: packages, networking, instance store, containerd.
     Prepare,
-    /// Every phase.
+    /// Form the cluster (controller) or join it (workers).
+    Cluster,
+    /// Every phase: prepare, then cluster.
     All,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Prepare this node (and, in later phases, form or join the cluster).
+    /// Prepare this node, then form the cluster (controller) or join it.
     Bootstrap {
         /// Which phase to run.
         #[arg(long, value_enum, default_value_t = Phase::All)]
@@ -83,6 +88,9 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // kube's TLS and the AWS SDK's may link different rustls providers;
+    // one process-wide default keeps rustls from having to guess.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let journald = logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -123,6 +131,31 @@ fn load_config(cli: &Cli) -> Result<Config, lifecycle::Error> {
     })
 }
 
+/// Prints what was planned (dry run) or done: one plan object per phase in
+/// JSON (an array when several phases ran).
+fn print_plans(plans: &[Plan], output: Output, dry_run: bool) -> anyhow::Result<()> {
+    match output {
+        Output::Json if plans.len() == 1 => {
+            println!("{}", serde_json::to_string_pretty(&plans[0])?);
+        }
+        Output::Json => println!("{}", serde_json::to_string_pretty(plans)?),
+        Output::Text => {
+            for plan in plans {
+                if dry_run {
+                    print!("{plan}");
+                } else {
+                    println!(
+                        "phase {}: applied {} change(s)",
+                        plan.phase,
+                        plan.change_count()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli)?;
     let host = Host::new(
@@ -146,32 +179,53 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Bootstrap {
-            phase: _,
+            phase,
             dry_run,
             output,
         } => {
             let id = identity::resolve(&host, &config)
                 .await
                 .map_err(lifecycle::Error::from)?;
-            let cx = prepare::Context {
+            let prepare_cx = prepare::Context {
                 host: &host,
                 config: &config,
                 identity: &id,
             };
-            let plan = if dry_run {
-                prepare::plan(&cx).await?
+            let run_prepare = matches!(phase, Phase::Prepare | Phase::All);
+            let run_cluster = matches!(phase, Phase::Cluster | Phase::All);
+            // Built before anything changes, so that a missing region or a
+            // bad rendezvous setting leaves the host untouched. A dry run
+            // makes no remote call and needs none.
+            let rendezvous = if run_cluster && id.joins && !dry_run {
+                Some(
+                    Rendezvous::connect(&host, &config.rendezvous, &id, cluster::cluster_key(&id))
+                        .await?,
+                )
             } else {
-                prepare::apply(&cx).await?
+                None
             };
-            match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
-                Output::Text if dry_run => print!("{plan}"),
-                Output::Text => println!(
-                    "phase {}: applied {} change(s)",
-                    plan.phase,
-                    plan.change_count()
-                ),
+            let cluster_cx = cluster::Context {
+                host: &host,
+                config: &config,
+                identity: &id,
+                rendezvous: rendezvous.as_ref(),
+            };
+            let mut plans: Vec<Plan> = Vec::new();
+            if run_prepare {
+                plans.push(if dry_run {
+                    prepare::plan(&prepare_cx).await?
+                } else {
+                    prepare::apply(&prepare_cx).await?
+                });
             }
+            if run_cluster {
+                plans.push(if dry_run {
+                    cluster::plan(&cluster_cx).await?
+                } else {
+                    cluster::apply(&cluster_cx).await?
+                });
+            }
+            print_plans(&plans, output, dry_run)?;
         }
     }
     Ok(())

@@ -48,9 +48,18 @@ pub enum Error {
     /// Publishing or waiting for the join ticket.
     #[error(transparent)]
     Rendezvous(#[from] RendezvousError),
+    /// The AWS SDK configuration.
+    #[error(transparent)]
+    Aws(#[from] crate::aws::AwsSetupError),
     /// Applying the cluster addons.
     #[error("addons: {0}")]
     Addons(#[from] crate::cluster::addons::Error),
+    /// Forming or joining the cluster.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::phase::ClusterError),
+    /// The cluster CA certificate.
+    #[error(transparent)]
+    CaPin(#[from] crate::cluster::ca_pin::CaPinError),
     /// Applying a planned change.
     #[error("{step}: {source}")]
     Apply {
@@ -69,9 +78,9 @@ impl Error {
     /// Process exit code: 10–19 config, 20–39 identity, 40–49 host, 50–54
     /// networking, 55–64 instance store, 65–74 containerd, 75–84 packages,
     /// 85–89 state, 90–99 applying changes, 100–119 cluster configuration
-    /// (without 101, Rust's panic code).
-    /// 85–89 state, 90–99 applying changes, 120–139 join-ticket rendezvous.
-    /// 85–89 state, 90–99 applying changes, 140–159 cluster addons.
+    /// (without 101, Rust's panic code), 120–139 join-ticket rendezvous,
+    /// 140–159 cluster addons, 160–169 CA pin, 170–179 nodes, 180–189
+    /// bootstrap tokens, 190–200 the cluster phase.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(e) => e.exit_code(),
@@ -86,6 +95,9 @@ impl Error {
             Error::ClusterConfig(e) => e.exit_code(),
             Error::Rendezvous(e) => e.exit_code(),
             Error::Addons(e) => e.exit_code(),
+            Error::Cluster(e) => e.exit_code(),
+            Error::Aws(_) => 129,
+            Error::CaPin(e) => e.exit_code(),
             Error::Apply { source, .. } => match source {
                 ApplyError::Fs(_) => 90,
                 ApplyError::Command(_) => 91,

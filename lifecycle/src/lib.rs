@@ -7,6 +7,7 @@
 //! ([`prepare`]) made of steps that first *plan* ([`plan`]) by comparing the
 //! host with what it should be, then apply only the difference.
 
+pub mod aws;
 pub mod cluster;
 pub mod config;
 pub mod error;

@@ -383,10 +383,7 @@ pub fn render_init(
         &identity.node_addresses,
     )?;
     let registration = node_registration(identity, config, hardware, api)?;
-    let control_plane_endpoint = match &config.cluster.control_plane_endpoint {
-        Some(e) => normalize_endpoint(e, "cluster.control_plane_endpoint")?,
-        None => host_port(identity.address, API_SERVER_PORT),
-    };
+    let control_plane_endpoint = api_endpoint(identity, config)?;
     let init = InitConfiguration {
         api_version: api.as_str(),
         kind: "InitConfiguration",
@@ -499,6 +496,16 @@ pub fn render_join(
         pod_network: None,
         yaml: to_yaml("JoinConfiguration", &join)?,
     })
+}
+
+/// The API server endpoint every node uses, `host:port`:
+/// `cluster.control_plane_endpoint` when set, else the controller's own
+/// address and port 6443.
+pub fn api_endpoint(identity: &NodeIdentity, config: &Config) -> Result<String> {
+    match &config.cluster.control_plane_endpoint {
+        Some(e) => normalize_endpoint(e, "cluster.control_plane_endpoint"),
+        None => Ok(host_port(identity.address, API_SERVER_PORT)),
+    }
 }
 
 fn role_mismatch(wanted: &'static str, identity: &NodeIdentity) -> ClusterConfigError {

@@ -9,12 +9,18 @@
 //! - [`kubeadm_config`]: kubeadm `InitConfiguration`/`JoinConfiguration` documents.
 //! - [`join_ticket`] and [`rendezvous`]: what a worker needs to join, and where it is found.
 //! - [`addons`]: flannel and the NVIDIA/EFA device plugins as typed objects.
+//! - [`kubeadm`]: what kubeadm left on the host, and its command lines.
+//! - [`phase`], [`controller`], [`worker`]: the phase itself.
 
 pub mod addons;
 pub mod bootstrap_token;
 pub mod ca_pin;
+pub mod controller;
 pub mod join_ticket;
+pub mod kubeadm;
 pub mod kubeadm_config;
 pub mod labels;
+pub mod phase;
 pub mod pod_network;
 pub mod rendezvous;
+pub mod worker;

@@ -194,6 +194,31 @@ impl Host {
         })
     }
 
+    /// Writes a file holding a secret (a bootstrap token, a credential)
+    /// with mode 0600. Unlike [`Host::write_atomic`] no copy of earlier
+    /// contents is ever kept: a backup would outlive the secret.
+    pub fn write_secret(
+        &self,
+        host_path: impl AsRef<Path>,
+        contents: &[u8],
+    ) -> Result<(), FsError> {
+        let host_path = host_path.as_ref();
+        self.discard_secret(host_path)?;
+        self.write_atomic(host_path, contents, FileMode::SECRET)
+    }
+
+    /// Removes a file holding a secret without keeping a copy; absent is fine.
+    pub fn discard_secret(&self, host_path: impl AsRef<Path>) -> Result<(), FsError> {
+        let host_path = host_path.as_ref();
+        match std::fs::remove_file(self.path(host_path)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(FsError::Write {
+                path: host_path.to_path_buf(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn keep_original(&self, host_path: &Path) -> Result<(), FsError> {
         let rel = host_path.strip_prefix("/").unwrap_or(host_path);
         let backup = Path::new(BACKUP_DIR).join(rel);
@@ -230,6 +255,24 @@ mod tests {
             Arc::new(ScriptedRunner::new()),
             Arc::new(FixedInterfaces::default()),
         )
+    }
+
+    #[test]
+    fn secret_files_are_never_backed_up() {
+        let d = tempfile::tempdir().unwrap();
+        let h = host(d.path());
+        h.write_secret("/etc/kubernetes/t.yaml", b"token-1")
+            .unwrap();
+        h.write_secret("/etc/kubernetes/t.yaml", b"token-2")
+            .unwrap();
+        assert_eq!(h.mode_of("/etc/kubernetes/t.yaml"), Some(0o600));
+        h.discard_secret("/etc/kubernetes/t.yaml").unwrap();
+        h.discard_secret("/etc/kubernetes/t.yaml").unwrap();
+        assert!(!h.exists("/etc/kubernetes/t.yaml"));
+        assert!(
+            !h.exists(BACKUP_DIR),
+            "a secret was copied to the backup directory"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod commands;
 pub mod config;
 pub mod jws;
 pub mod pki;
+pub mod runner;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};

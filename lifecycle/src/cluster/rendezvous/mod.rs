@@ -193,6 +193,21 @@ impl Rendezvous {
         }
     }
 
+    /// The rendezvous of this node's cluster, with a real AWS SDK
+    /// configuration when it is Secrets Manager (see [`crate::aws`]).
+    pub async fn connect(
+        host: &crate::host::Host,
+        config: &RendezvousConfig,
+        identity: &crate::identity::NodeIdentity,
+        cluster_id: &str,
+    ) -> Result<Rendezvous, crate::Error> {
+        let sdk = match config.kind {
+            RendezvousKind::SecretsManager => Some(crate::aws::sdk_config(host, identity).await?),
+            RendezvousKind::Directory => None,
+        };
+        Ok(Rendezvous::from_config(config, cluster_id, sdk.as_ref())?)
+    }
+
     /// `secret NAME` or `file PATH`, for messages.
     pub fn location(&self) -> String {
         match self {

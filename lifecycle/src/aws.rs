@@ -1,0 +1,54 @@
+//! The AWS SDK configuration hpk8s's clients use.
+//!
+//! Off EC2 the SDK's default chains would fall through to the instance
+//! metadata service (169.254.169.254) for credentials and region. hpk8s
+//! detects EC2 first (DMI, hypervisor UUID) and only then lets the SDK ask
+//! IMDS; elsewhere credentials come from the environment or a profile, and
+//! the region from the inventory or the environment. Endpoint overrides
+//! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`) are honoured as
+//! the SDK documents, which is how tests point it at a local server.
+
+use aws_config::environment::{
+    EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
+};
+use aws_config::meta::credentials::CredentialsProviderChain;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::{ProfileFileCredentialsProvider, ProfileFileRegionProvider};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+use crate::host::Host;
+use crate::identity::{NodeIdentity, ec2};
+
+/// Why no SDK configuration could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsSetupError {
+    /// No region from the inventory, the environment or a profile.
+    #[error(
+        "no AWS region: the inventory names none and neither AWS_REGION nor a profile sets one; set AWS_REGION"
+    )]
+    NoRegion,
+}
+
+/// The SDK configuration for this node.
+pub async fn sdk_config(host: &Host, identity: &NodeIdentity) -> Result<SdkConfig, AwsSetupError> {
+    let on_ec2 = ec2::is_ec2(host);
+    let known = identity.region.clone().map(Region::new);
+    let mut region = RegionProviderChain::first_try(known)
+        .or_else(EnvironmentVariableRegionProvider::new())
+        .or_else(ProfileFileRegionProvider::builder().build());
+    if on_ec2 {
+        region = region.or_else(aws_config::imds::region::ImdsRegionProvider::builder().build());
+    }
+    let region = region.region().await.ok_or(AwsSetupError::NoRegion)?;
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
+    if !on_ec2 {
+        loader = loader.credentials_provider(
+            CredentialsProviderChain::first_try(
+                "Environment",
+                EnvironmentVariableCredentialsProvider::new(),
+            )
+            .or_else("Profile", ProfileFileCredentialsProvider::builder().build()),
+        );
+    }
+    Ok(loader.load().await)
+}

@@ -1,0 +1,401 @@
+//! Phase `cluster` in process: a controller and workers, each a node root
+//! in a temp dir whose `kubeadm` is the stand-in, against the test API
+//! server, exchanging the join ticket through a directory rendezvous.
+//!
+//! Covers: init once and skip on re-run, the ticket (0600, token only
+//! there), workers that start before the controller, addons applied with
+//! flannel's network = podSubnet, a half-initialised control plane refused
+//! before anything changes, a corrupted ticket and a CA-pin mismatch
+//! refused with clear errors, and the token in no log, error or state file.
+//! The same flow across real hosts with the real binary is `cluster_e2e.rs`.
+#![allow(clippy::unwrap_used)] // test set-up helpers fail loudly
+
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use harness::kube_api::TestApiServer;
+use harness::kubeadm_stand_in::runner::StandInRunner;
+use lifecycle::cluster::join_ticket::JoinTicket;
+use lifecycle::cluster::kubeadm;
+use lifecycle::cluster::phase::{self, Context};
+use lifecycle::cluster::rendezvous::{Rendezvous, TICKET_FILE};
+use lifecycle::config::Config;
+use lifecycle::host::{FixedInterfaces, Host};
+use lifecycle::identity::{self, NodeIdentity, Overrides};
+use serde_json::Value;
+
+const CONTROLLER: &str = "10.20.0.1";
+const WORKERS: [&str; 2] = ["10.20.0.2", "10.20.0.3"];
+
+/// A cluster of node roots sharing one API server and one rendezvous dir.
+struct Bed {
+    api: TestApiServer,
+    shared: tempfile::TempDir,
+    port: u16,
+}
+
+/// One node: its root, host and resolved identity.
+struct Node {
+    root: tempfile::TempDir,
+    host: Host,
+    config: Config,
+    identity: NodeIdentity,
+    rendezvous: Rendezvous,
+}
+
+impl Bed {
+    async fn start() -> Bed {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let api = TestApiServer::start().await.unwrap();
+        let port = api.url().rsplit(':').next().unwrap().parse().unwrap();
+        Bed {
+            api,
+            shared: tempfile::tempdir().unwrap(),
+            port,
+        }
+    }
+
+    fn config_toml(&self) -> String {
+        let mut nodes = format!(
+            "[[identity.nodes]]\nname = \"ctrl-0\"\naddress = \"{CONTROLLER}\"\nrole = \"controller\"\ngroup = \"controller-machine\"\n"
+        );
+        for (i, w) in WORKERS.iter().enumerate() {
+            nodes.push_str(&format!(
+                "[[identity.nodes]]\nname = \"worker-{i}\"\naddress = \"{w}\"\nrole = \"worker\"\ngroup = \"worker-group-1\"\ninstance_type = \"p5.48xlarge\"\n"
+            ));
+        }
+        format!(
+            r#"[identity]
+source = "static"
+cluster_name = "phase-test"
+{nodes}
+[cluster]
+control_plane_endpoint = "127.0.0.1:{port}"
+token_ttl = "1h"
+
+[rendezvous]
+kind = "directory"
+directory = "{dir}"
+poll_cap_ms = 100
+deadline_secs = 20
+
+[addons]
+rollout_timeout_secs = 0
+"#,
+            port = self.port,
+            dir = self.shared.path().display()
+        )
+    }
+
+    async fn node(&self, address: &str) -> Node {
+        self.node_with(address, |_| {}).await
+    }
+
+    async fn node_with(&self, address: &str, prepare_root: impl FnOnce(&Path)) -> Node {
+        let root = tempfile::tempdir().unwrap();
+        prepare_root(root.path());
+        let env = self.api.kubeadm_env(root.path()).unwrap();
+        let address: IpAddr = address.parse().unwrap();
+        let host = Host::new(
+            root.path(),
+            Arc::new(StandInRunner::new(root.path(), env)),
+            Arc::new(FixedInterfaces(vec![address])),
+        );
+        let config = Config::parse(&self.config_toml(), Path::new("config.toml")).unwrap();
+        let identity = identity::resolve_with(&host, &config, &Overrides::default())
+            .await
+            .unwrap();
+        let rendezvous =
+            Rendezvous::from_config(&config.rendezvous, phase::cluster_key(&identity), None)
+                .unwrap();
+        Node {
+            root,
+            host,
+            config,
+            identity,
+            rendezvous,
+        }
+    }
+
+    fn ticket_path(&self) -> PathBuf {
+        self.shared.path().join(TICKET_FILE)
+    }
+
+    fn ticket(&self) -> JoinTicket {
+        JoinTicket::parse(&std::fs::read_to_string(self.ticket_path()).unwrap()).unwrap()
+    }
+}
+
+impl Node {
+    fn cx(&self) -> Context<'_> {
+        Context {
+            host: &self.host,
+            config: &self.config,
+            identity: &self.identity,
+            rendezvous: Some(&self.rendezvous),
+        }
+    }
+
+    async fn bootstrap(&self) -> Result<lifecycle::plan::Plan, lifecycle::Error> {
+        phase::apply(&self.cx()).await
+    }
+
+    fn path(&self, host_path: &str) -> PathBuf {
+        self.root.path().join(host_path.trim_start_matches('/'))
+    }
+
+    fn mode(&self, host_path: &str) -> u32 {
+        std::fs::metadata(self.path(host_path))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    /// Every file under the root, as text (for leak checks).
+    fn all_text(&self) -> String {
+        let mut out = String::new();
+        let mut stack = vec![self.root.path().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let p = entry.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(text) = std::fs::read(&p) {
+                    out.push_str(&String::from_utf8_lossy(&text));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Captures every log line (all levels) of the test in a buffer.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn install() -> (Logs, tracing::subscriber::DefaultGuard) {
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let guard = subscriber.set_default();
+        (logs, guard)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn node_json(api: &TestApiServer, name: &str) -> Value {
+    api.get_json("nodes", "", name)
+        .unwrap_or_else(|| panic!("node {name} is not registered"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_started_first_join_the_controller_and_nothing_leaks() {
+    let (logs, _guard) = Logs::install();
+    let bed = Bed::start().await;
+    let controller = bed.node(CONTROLLER).await;
+    let w0 = bed.node(WORKERS[0]).await;
+    let w1 = bed.node(WORKERS[1]).await;
+
+    // Workers first: they wait for the ticket the controller publishes.
+    let workers = async { tokio::join!(w0.bootstrap(), w1.bootstrap()) };
+    let controller_run = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        controller.bootstrap().await
+    };
+    let ((r0, r1), rc) = tokio::join!(workers, controller_run);
+    let plan = rc.unwrap();
+    r0.unwrap();
+    r1.unwrap();
+    let steps: Vec<&str> = plan.steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(steps, ["kubeadm-init", "join-ticket", "addons", "nodes"]);
+
+    // The control plane: admin kubeconfig root-only, no config left with the token.
+    assert_eq!(controller.mode(kubeadm::ADMIN_CONF), 0o600);
+    assert!(!controller.path(kubeadm::INIT_CONFIG).exists());
+    for w in [&w0, &w1] {
+        assert!(w.path(kubeadm::KUBELET_CONF).exists());
+        assert!(
+            !w.path(kubeadm::JOIN_CONFIG).exists(),
+            "the join config (token) was left behind"
+        );
+    }
+
+    // The ticket: 0600, this cluster, the API endpoint, the CA's pin.
+    let ticket = bed.ticket();
+    assert_eq!(
+        std::fs::metadata(bed.ticket_path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(ticket.cluster_id, "phase-test");
+    assert_eq!(ticket.endpoint, format!("127.0.0.1:{}", bed.port));
+    assert_eq!(
+        ticket.ca_pins,
+        [lifecycle::cluster::ca_pin::ca_pin(bed.api.ca_pem().as_bytes()).unwrap()]
+    );
+    let token = ticket.token.expose().to_string();
+    let token_id = ticket.token.id().to_string();
+    assert!(
+        bed.api
+            .get_json(
+                "secrets",
+                "kube-system",
+                &format!("bootstrap-token-{token_id}")
+            )
+            .is_some(),
+        "the ticket's token is not a bootstrap token of the cluster"
+    );
+
+    // Registered nodes with their own labels; flannel's network = podSubnet.
+    for name in ["ctrl-0", "worker-0", "worker-1"] {
+        let node = node_json(&bed.api, name);
+        assert!(
+            node["metadata"]["labels"]["hpk8s.io/instance-group"].is_string(),
+            "{node}"
+        );
+    }
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(controller.path(lifecycle::cluster::controller::CLUSTER_RECORD))
+            .unwrap(),
+    )
+    .unwrap();
+    let cm = bed
+        .api
+        .get_json("configmaps", "kube-flannel", "kube-flannel-cfg")
+        .unwrap();
+    let net_conf: Value =
+        serde_json::from_str(cm["data"]["net-conf.json"].as_str().unwrap()).unwrap();
+    assert_eq!(net_conf["Network"], record["pod_subnet"]);
+
+    // A re-run on every node changes nothing on the host.
+    let again = controller.bootstrap().await.unwrap();
+    assert_eq!(again.change_count(), 0, "{again}");
+    for w in [&w0, &w1] {
+        assert_eq!(w.bootstrap().await.unwrap().change_count(), 0);
+    }
+
+    // The token is in the ticket and the API only: no log line, plan,
+    // state file or other file of any node carries it.
+    let logs = logs.text();
+    assert!(logs.contains("join ticket published"), "{logs}");
+    assert!(!logs.contains(&token), "the token is in the logs");
+    assert!(!format!("{plan}{again}").contains(&token));
+    assert!(!serde_json::to_string(&plan).unwrap().contains(&token));
+    for n in [&controller, &w0, &w1] {
+        assert!(
+            !n.all_text().contains(&token),
+            "a file under {} holds the token",
+            n.root.path().display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_initialised_control_plane_is_refused_before_anything_changes() {
+    let bed = Bed::start().await;
+    let controller = bed
+        .node_with(CONTROLLER, |root| {
+            let manifest = root.join(kubeadm::APISERVER_MANIFEST.trim_start_matches('/'));
+            std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+            std::fs::write(&manifest, "apiVersion: v1\nkind: Pod\n").unwrap();
+        })
+        .await;
+    let before = harness::fixtures::host_root::tree_digest(controller.root.path());
+    let err = controller.bootstrap().await.unwrap_err();
+    assert_eq!(err.exit_code(), 191, "{err}");
+    let message = err.to_string();
+    assert!(message.contains("kubeadm reset -f"), "{message}");
+    assert!(message.contains(kubeadm::ADMIN_CONF), "{message}");
+    assert_eq!(
+        harness::fixtures::host_root::tree_digest(controller.root.path()),
+        before
+    );
+    assert!(!bed.ticket_path().exists());
+}
+
+/// Forms a one-controller cluster and returns the ticket file's text.
+async fn formed(bed: &Bed) -> Node {
+    let controller = bed.node(CONTROLLER).await;
+    let w0 = bed.node(WORKERS[0]).await;
+    let w1 = bed.node(WORKERS[1]).await;
+    let (rc, r0, r1) = tokio::join!(controller.bootstrap(), w0.bootstrap(), w1.bootstrap());
+    rc.unwrap();
+    r0.unwrap();
+    r1.unwrap();
+    controller
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupted_ticket_fails_fast_with_the_location_and_field() {
+    let bed = Bed::start().await;
+    let _controller = formed(&bed).await;
+    let text = std::fs::read_to_string(bed.ticket_path()).unwrap();
+    let mut ticket: Value = serde_json::from_str(&text).unwrap();
+    ticket["ca_pins"] = serde_json::json!(["sha256:nothex"]);
+    std::fs::write(bed.ticket_path(), ticket.to_string()).unwrap();
+
+    let late = bed.node_with("10.20.0.3", |_| {}).await;
+    let started = std::time::Instant::now();
+    let err = late.bootstrap().await.unwrap_err();
+    assert!(
+        started.elapsed().as_secs() < 10,
+        "a malformed ticket must fail fast"
+    );
+    assert_eq!(err.exit_code(), 120, "{err}");
+    let message = err.to_string();
+    assert!(message.contains("ca_pins[0]"), "{message}");
+    assert!(
+        message.contains(&bed.ticket_path().display().to_string()),
+        "{message}"
+    );
+    assert!(!late.path(kubeadm::KUBELET_CONF).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ca_pin_mismatch_refuses_to_join() {
+    let bed = Bed::start().await;
+    let _controller = formed(&bed).await;
+    let mut ticket: Value =
+        serde_json::from_str(&std::fs::read_to_string(bed.ticket_path()).unwrap()).unwrap();
+    let token = ticket["token"].as_str().unwrap().to_string();
+    // A well-formed pin of some other CA: a redirected or stale ticket.
+    ticket["ca_pins"] = serde_json::json!([format!("sha256:{}", "ab".repeat(32))]);
+    std::fs::write(bed.ticket_path(), ticket.to_string()).unwrap();
+
+    let late = bed.node_with("10.20.0.3", |_| {}).await;
+    let err = late.bootstrap().await.unwrap_err();
+    assert_eq!(err.exit_code(), 195, "{err}");
+    let message = err.to_string();
+    assert!(message.contains("CA pin"), "{message}");
+    assert!(!message.contains(&token), "the error shows the token");
+    assert!(!late.path(kubeadm::KUBELET_CONF).exists());
+    assert!(
+        !late.path(kubeadm::JOIN_CONFIG).exists(),
+        "the join config (token) was left behind"
+    );
+}
