@@ -211,6 +211,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 rendezvous: rendezvous.as_ref(),
             };
             let mut plans: Vec<Plan> = Vec::new();
+            if run_prepare && run_cluster && !dry_run {
+                // What phase cluster would refuse (a pod CIDR too small for
+                // the cluster, a half-initialised control plane) must stop
+                // the run before phase prepare changes the host.
+                cluster::plan(&cluster_cx).await?;
+            }
             if run_prepare {
                 plans.push(if dry_run {
                     prepare::plan(&prepare_cx).await?

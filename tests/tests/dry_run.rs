@@ -34,21 +34,39 @@ fn dry_run_on_this_machine_prints_a_plan_for_a_local_cluster() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.starts_with("phase prepare: "), "{stdout}");
-    for step in ["packages", "networking", "instance-store", "containerd"] {
+    for step in [
+        "packages",
+        "networking",
+        "instance-store",
+        "containerd",
+        "kubeadm-init",
+        "join-ticket",
+        "addons",
+        "nodes",
+    ] {
         assert!(
             stdout.contains(&format!("\nstep {step} (")),
             "{step}: {stdout}"
         );
     }
+    assert!(stdout.contains("\nphase cluster: "), "{stdout}");
 
     let out = hpk8s(
         &["bootstrap", "--dry-run", "--output", "json"],
         &[("HPK8S_LOG", "off")],
     );
     assert!(out.status.success());
+    let plans: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plans[0]["phase"], "prepare");
+    assert_eq!(plans[0]["steps"].as_array().unwrap().len(), 4);
+    assert_eq!(plans[1]["phase"], "cluster");
+
+    let out = hpk8s(
+        &["bootstrap", "--dry-run", "--phase", "prepare", "--output", "json"],
+        &[("HPK8S_LOG", "off")],
+    );
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["phase"], "prepare");
-    assert_eq!(plan["steps"].as_array().unwrap().len(), 4);
 
     let out = hpk8s(&["identity", "--output", "json"], &[("HPK8S_LOG", "off")]);
     assert!(out.status.success());

@@ -101,7 +101,7 @@ pub async fn plan(cx: &Context<'_>) -> Result<Vec<StepPlan>, Error> {
         "publish the join ticket (endpoint {}, token valid {}) to {}",
         phase::api_endpoint(cx)?,
         cx.config.cluster.token_ttl.go_duration(),
-        rendezvous_location(cx)
+        phase::rendezvous_location(cx)
     ));
 
     let settings = AddonSettings::from_config(&cx.config.addons, &pod_subnet)?;
@@ -128,12 +128,6 @@ pub async fn plan(cx: &Context<'_>) -> Result<Vec<StepPlan>, Error> {
         cx.identity.expected_nodes
     ));
     Ok(vec![init, ticket, addons_plan, nodes])
-}
-
-fn rendezvous_location(cx: &Context<'_>) -> String {
-    cx.rendezvous
-        .map(|r| r.location())
-        .unwrap_or_else(|| format!("the {:?} rendezvous", cx.config.rendezvous.kind))
 }
 
 /// The pod subnet of a formed cluster: recorded at `init`, else (a cluster

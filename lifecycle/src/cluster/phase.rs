@@ -291,3 +291,24 @@ pub(super) fn remove_secret_file(host: &Host, path: &str) {
 pub(super) fn api_endpoint(cx: &Context<'_>) -> Result<String, Error> {
     Ok(kubeadm_config::api_endpoint(cx.identity, cx.config)?)
 }
+
+/// Where the join ticket is exchanged, for plans and messages (from the
+/// config alone in a dry run).
+pub(super) fn rendezvous_location(cx: &Context<'_>) -> String {
+    match cx.rendezvous {
+        Some(r) => r.location(),
+        None => match (&cx.config.rendezvous.kind, &cx.config.rendezvous.directory) {
+            (crate::config::RendezvousKind::Directory, Some(d)) => {
+                format!("file {}", d.join(super::rendezvous::TICKET_FILE).display())
+            }
+            _ => format!(
+                "secret {}",
+                cx.config
+                    .rendezvous
+                    .secret_name
+                    .clone()
+                    .unwrap_or_else(|| super::rendezvous::default_secret_name(cx.cluster_key()))
+            ),
+        },
+    }
+}

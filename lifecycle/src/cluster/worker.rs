@@ -43,7 +43,7 @@ pub fn plan(cx: &Context<'_>) -> Result<Vec<StepPlan>, Error> {
     plan.note(format!(
         "wait up to {} s for a usable join ticket at {}",
         cx.config.rendezvous.deadline_secs,
-        describe_rendezvous(cx)
+        phase::rendezvous_location(cx)
     ));
     plan.note(format!(
         "write {} (mode 0600, holds the ticket's token; removed after the join)",
@@ -54,25 +54,6 @@ pub fn plan(cx: &Context<'_>) -> Result<Vec<StepPlan>, Error> {
         "join the cluster with the ticket's token and CA pins",
     ));
     Ok(vec![plan])
-}
-
-fn describe_rendezvous(cx: &Context<'_>) -> String {
-    match cx.rendezvous {
-        Some(r) => r.location(),
-        None => match (&cx.config.rendezvous.kind, &cx.config.rendezvous.directory) {
-            (crate::config::RendezvousKind::Directory, Some(d)) => {
-                format!("file {}", d.join(rendezvous::TICKET_FILE).display())
-            }
-            _ => format!(
-                "secret {}",
-                cx.config
-                    .rendezvous
-                    .secret_name
-                    .clone()
-                    .unwrap_or_else(|| rendezvous::default_secret_name(cx.cluster_key()))
-            ),
-        },
-    }
 }
 
 /// Waits for the ticket and joins. A node that already joined is left alone.
