@@ -210,3 +210,78 @@ fn bad_input_fails_with_one_line_distinct_codes_and_an_untouched_host() {
         );
     }
 }
+
+/// The whole `hpk8s bootstrap` (prepare, then cluster): what phase cluster
+/// refuses stops the run before phase prepare changes the host.
+#[test]
+#[allow(clippy::disallowed_methods)] // test harness launches the real binary
+fn bootstrap_refuses_cluster_input_before_preparing_the_host() {
+    let directory = "[rendezvous]\nkind = \"directory\"\ndirectory = \"/srv/hpk8s\"\n";
+    let cases: [(&str, String, fn(&FakeRoot), i32, &[&str]); 3] = [
+        (
+            "pod CIDR too small for the cluster",
+            format!("{BASE}{directory}[cluster]\npod_subnet = \"10.200.0.0/24\"\n"),
+            nothing,
+            100,
+            &["10.200.0.0/24", "cluster.pod_subnet", "5 are needed"],
+        ),
+        (
+            "half-initialised control plane",
+            format!("{BASE}{directory}"),
+            |r| {
+                r.dir().write(
+                    "/etc/kubernetes/manifests/kube-apiserver.yaml",
+                    "kind: Pod\n",
+                )
+            },
+            191,
+            &["kubeadm reset -f", "/etc/kubernetes/admin.conf"],
+        ),
+        (
+            "no AWS region for the Secrets Manager rendezvous",
+            BASE.to_string(),
+            nothing,
+            129,
+            &["AWS_REGION"],
+        ),
+    ];
+    for (name, config, setup, want, says) in cases {
+        let root = FakeRoot::new().file("/usr/bin/containerd", "");
+        root.dir().write("/etc/hpk8s/config.toml", &config);
+        setup(&root);
+        let before = tree_digest(root.path());
+        let out = std::process::Command::new(harness::hpk8s_bin())
+            .arg("--root")
+            .arg(root.path())
+            .arg("bootstrap")
+            .env("HPK8S_LOG", "off")
+            .env_remove("SAGEMAKER_RESOURCE_CONFIG_PATH")
+            .env_remove("HPK8S_CONFIG")
+            .env_remove("HPK8S_ROOT")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/aws-credentials",
+            )
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(want), "{name}: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{name}: one line expected: {stderr}"
+        );
+        for word in says {
+            assert!(stderr.contains(word), "{name}: `{word}` missing: {stderr}");
+        }
+        assert_eq!(
+            tree_digest(root.path()),
+            before,
+            "{name}: the host root changed"
+        );
+    }
+}

@@ -62,7 +62,14 @@ fn dry_run_on_this_machine_prints_a_plan_for_a_local_cluster() {
     assert_eq!(plans[1]["phase"], "cluster");
 
     let out = hpk8s(
-        &["bootstrap", "--dry-run", "--phase", "prepare", "--output", "json"],
+        &[
+            "bootstrap",
+            "--dry-run",
+            "--phase",
+            "prepare",
+            "--output",
+            "json",
+        ],
         &[("HPK8S_LOG", "off")],
     );
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
