@@ -25,9 +25,9 @@ pub enum Change {
         path: PathBuf,
         /// Mode and owner.
         mode: FileMode,
-        /// New contents (never serialised: they may be secret).
+        /// New contents (never serialised nor shown: they may be secret).
         #[serde(skip)]
-        contents: Vec<u8>,
+        contents: FileContents,
         /// Unified diff from the current contents, or a note when secret.
         diff: String,
         /// Whether the file did not exist before.
@@ -72,8 +72,7 @@ pub enum Change {
     /// installed when the digest does not match.
     Download {
         /// Source URL (credentials redacted when shown or serialised).
-        #[serde(serialize_with = "serialize_redacted_url")]
-        url: String,
+        url: SourceUrl,
         /// Expected SHA-256, hex.
         sha256: String,
         /// Host path to install to.
@@ -90,6 +89,24 @@ pub enum Change {
         /// Deadline in seconds.
         timeout_secs: u64,
     },
+}
+
+/// A file's new contents. `Debug` shows only the size: a plan may be
+/// logged with `?` and some files hold tokens or credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileContents(pub Vec<u8>);
+
+impl std::ops::Deref for FileContents {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for FileContents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
 }
 
 /// A systemd operation.
@@ -165,7 +182,7 @@ impl Change {
         Ok(Some(Change::WriteFile {
             path: path.to_path_buf(),
             mode,
-            contents,
+            contents: FileContents(contents),
             diff,
             created,
         }))
@@ -237,8 +254,34 @@ impl Change {
     }
 }
 
-fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&redact_url(url))
+/// A download URL, which may carry mirror credentials: `Debug`, `Display`
+/// and serialisation show it with them redacted; only fetching sees them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SourceUrl(pub String);
+
+impl std::ops::Deref for SourceUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SourceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl fmt::Display for SourceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl Serialize for SourceUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&redact_url(&self.0))
+    }
 }
 
 fn short(hex: &str) -> &str {
@@ -565,6 +608,30 @@ mod tests {
         );
     }
 
+    #[test]
+    fn debug_output_shows_neither_file_contents_nor_url_credentials() {
+        let dl = Change::Download {
+            url: SourceUrl("https://ops:hunter2@mirror.example/k8s/kubelet".into()),
+            sha256: "00".repeat(32),
+            path: "/usr/bin/kubelet".into(),
+            mode: FileMode::EXECUTABLE,
+        };
+        let file = Change::WriteFile {
+            path: "/etc/kubernetes/hpk8s/kubeadm-join.yaml".into(),
+            mode: FileMode::SECRET,
+            contents: FileContents(b"token: abcdef.0123456789abcdef".to_vec()),
+            diff: "(secret contents, 30 bytes, not shown)".into(),
+            created: true,
+        };
+        let shown = format!(
+            "{dl:?} {dl:#?} {file:?} {}",
+            serde_json::to_string(&dl).unwrap()
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("<30 bytes>"), "{shown}");
+    }
+
     #[tokio::test]
     async fn write_file_is_a_noop_when_equal_and_checksum_mismatch_installs_nothing() {
         let d = tempfile::tempdir().unwrap();
@@ -587,7 +654,7 @@ mod tests {
         let src = d.path().join("blob");
         std::fs::write(&src, b"binary").unwrap();
         let dl = Change::Download {
-            url: format!("file://{}", src.display()),
+            url: SourceUrl(format!("file://{}", src.display())),
             sha256: "00".repeat(32),
             path: "/usr/bin/kubelet".into(),
             mode: FileMode::EXECUTABLE,

@@ -136,7 +136,7 @@ fn generated_config(fake_root: &Path, setup: impl FnOnce(&Path, &mut Config)) ->
         .iter()
         .find_map(|c| match c {
             Change::WriteFile { path, contents, .. } if path == Path::new(CONFIG) => {
-                Some(String::from_utf8(contents.clone()).unwrap())
+                Some(String::from_utf8(contents.to_vec()).unwrap())
             }
             _ => None,
         })

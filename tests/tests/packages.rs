@@ -176,7 +176,10 @@ async fn mirror_fresh_install_then_nothing_to_do() {
                 path,
                 mode,
             } => {
-                assert_eq!(*url, format!("{}{}", server.url(), layout.url_path(binary)));
+                assert_eq!(
+                    url.0,
+                    format!("{}{}", server.url(), layout.url_path(binary))
+                );
                 assert_eq!(*sha256, layout.sha256(binary).unwrap());
                 assert_eq!(*path, Path::new("/usr/bin").join(binary));
                 assert_eq!(mode.mode, 0o755);

@@ -297,18 +297,16 @@ pub(super) fn api_endpoint(cx: &Context<'_>) -> Result<String, Error> {
 pub(super) fn rendezvous_location(cx: &Context<'_>) -> String {
     match cx.rendezvous {
         Some(r) => r.location(),
-        None => {
-            match (&cx.config.rendezvous.kind, &cx.config.rendezvous.directory) {
-                (crate::config::RendezvousKind::Directory, Some(d)) => {
-                    format!("file {}", d.join(super::rendezvous::TICKET_FILE).display())
-                }
-                _ => format!(
-                    "secret {}",
-                    cx.config.rendezvous.secret_name.clone().unwrap_or_else(|| {
-                        super::rendezvous::default_secret_name(cx.cluster_key())
-                    })
-                ),
+        None => match (&cx.config.rendezvous.kind, &cx.config.rendezvous.directory) {
+            (crate::config::RendezvousKind::Directory, Some(d)) => {
+                format!("file {}", d.join(super::rendezvous::TICKET_FILE).display())
             }
-        }
+            _ => format!(
+                "secret {}",
+                cx.config.rendezvous.secret_name.clone().unwrap_or_else(|| {
+                    super::rendezvous::default_secret_name(cx.cluster_key())
+                })
+            ),
+        },
     }
 }

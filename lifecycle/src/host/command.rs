@@ -199,9 +199,11 @@ impl CmdOutput {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
 
-    /// The last few lines of stderr, trimmed, for error messages.
+    /// The last few lines of stderr, trimmed, for error messages. Anything
+    /// shaped like a bootstrap token is masked: a tool that echoes one
+    /// (kubeadm does on some errors) must not put it into our error.
     pub fn stderr_tail(&self) -> String {
-        let text = String::from_utf8_lossy(&self.stderr);
+        let text = mask_bootstrap_tokens(&String::from_utf8_lossy(&self.stderr));
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         let start = lines.len().saturating_sub(5);
         let tail = lines[start..].join(" | ");
@@ -211,6 +213,38 @@ impl CmdOutput {
             tail
         }
     }
+}
+
+/// Replaces every `[a-z0-9]{6}.[a-z0-9]{16}` word (a Kubernetes bootstrap
+/// token) in `text` with `<redacted token>`.
+pub fn mask_bootstrap_tokens(text: &str) -> String {
+    const ID: usize = 6;
+    const SECRET: usize = 16;
+    let token_char = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i + ID + 1 + SECRET <= bytes.len() {
+        let starts_word = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+        let end = i + ID + 1 + SECRET;
+        let ends_word = end == bytes.len() || !bytes[end].is_ascii_alphanumeric();
+        if starts_word
+            && ends_word
+            && bytes[i..i + ID].iter().all(|b| token_char(*b))
+            && bytes[i + ID] == b'.'
+            && bytes[i + ID + 1..end].iter().all(|b| token_char(*b))
+        {
+            out.push_str(&text[copied..i]);
+            out.push_str("<redacted token>");
+            i = end;
+            copied = end;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// Runs commands on the host.
@@ -411,6 +445,33 @@ impl CommandRunner for ScriptedRunner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_shaped_words_are_masked_in_stderr() {
+        let out = CmdOutput::failed(
+            1,
+            "error: token abcdef.0123456789abcdef is invalid\n[x] kubeadm join 10.0.0.1:6443 --token zz9zz9.zz9zz9zz9zz9zz9z\n",
+        );
+        let tail = out.stderr_tail();
+        assert!(
+            !tail.contains("0123456789abcdef") && !tail.contains("zz9zz9."),
+            "{tail}"
+        );
+        assert_eq!(tail.matches("<redacted token>").count(), 2, "{tail}");
+        // Not tokens: wrong lengths, upper case, part of a longer word.
+        for keep in [
+            "abcdefg.0123456789abcdef",
+            "ABCDEF.0123456789ABCDEF",
+            "v1.34.1",
+            "x-abcdef.0123456789abcdef0",
+        ] {
+            assert_eq!(mask_bootstrap_tokens(keep), keep);
+        }
+        assert_eq!(
+            mask_bootstrap_tokens("abcdef.0123456789abcdef"),
+            "<redacted token>"
+        );
+    }
 
     #[test]
     fn secrets_never_shown() {

@@ -99,7 +99,7 @@ pub async fn plan(
             ),
         });
         plan.push(Change::Download {
-            url,
+            url: crate::plan::SourceUrl(url),
             sha256,
             path,
             mode: FileMode::EXECUTABLE,
