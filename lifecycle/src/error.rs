@@ -3,7 +3,9 @@
 //! process exit code (the table is `docs/exit-codes.md`).
 
 use crate::cluster::kubeadm_config::ClusterConfigError;
+use crate::cluster::nodes::NodesError;
 use crate::cluster::rendezvous::RendezvousError;
+use crate::cluster::token_rotation::TokenError;
 use crate::config::ConfigError;
 use crate::host::{CommandError, FsError};
 use crate::identity::IdentityError;
@@ -51,6 +53,12 @@ pub enum Error {
     /// Applying the cluster addons.
     #[error("addons: {0}")]
     Addons(#[from] crate::cluster::addons::Error),
+    /// Waiting for the cluster's nodes, or labelling them.
+    #[error(transparent)]
+    Nodes(#[from] NodesError),
+    /// Rotating the bootstrap token.
+    #[error(transparent)]
+    Token(#[from] TokenError),
     /// Applying a planned change.
     #[error("{step}: {source}")]
     Apply {
@@ -72,6 +80,7 @@ impl Error {
     /// (without 101, Rust's panic code).
     /// 85–89 state, 90–99 applying changes, 120–139 join-ticket rendezvous.
     /// 85–89 state, 90–99 applying changes, 140–159 cluster addons.
+    /// 170–179 node readiness and labels, 180–189 bootstrap-token rotation.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(e) => e.exit_code(),
@@ -86,6 +95,8 @@ impl Error {
             Error::ClusterConfig(e) => e.exit_code(),
             Error::Rendezvous(e) => e.exit_code(),
             Error::Addons(e) => e.exit_code(),
+            Error::Nodes(e) => e.exit_code(),
+            Error::Token(e) => e.exit_code(),
             Error::Apply { source, .. } => match source {
                 ApplyError::Fs(_) => 90,
                 ApplyError::Command(_) => 91,

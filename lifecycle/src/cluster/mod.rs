@@ -9,6 +9,9 @@
 //! - [`kubeadm_config`]: kubeadm `InitConfiguration`/`JoinConfiguration` documents.
 //! - [`join_ticket`] and [`rendezvous`]: what a worker needs to join, and where it is found.
 //! - [`addons`]: flannel and the NVIDIA/EFA device plugins as typed objects.
+//! - [`nodes`]: waiting for the inventory's nodes to be Ready, and the
+//!   labels only the controller may set.
+//! - [`token_rotation`]: renewing the join ticket's bootstrap token.
 
 pub mod addons;
 pub mod bootstrap_token;
@@ -16,5 +19,7 @@ pub mod ca_pin;
 pub mod join_ticket;
 pub mod kubeadm_config;
 pub mod labels;
+pub mod nodes;
 pub mod pod_network;
 pub mod rendezvous;
+pub mod token_rotation;
