@@ -329,6 +329,19 @@ async fn token_exists(client: &Client, id: &str) -> Result<bool, TokenError> {
         })
 }
 
+/// The published ticket. A malformed one counts as none: the controller
+/// owns the rendezvous, and its next rotation publishes a good ticket.
+async fn fetch_published(rendezvous: &Rendezvous) -> Result<Option<JoinTicket>, TokenError> {
+    match rendezvous.fetch().await {
+        Ok(t) => Ok(t),
+        Err(e @ RendezvousError::MalformedTicket { .. }) => {
+            tracing::warn!(error = %e, "ignoring the malformed published join ticket; the next rotation replaces it");
+            Ok(None)
+        }
+        Err(source) => Err(TokenError::Fetch { source }),
+    }
+}
+
 /// Whether `published` is a later ticket of the same cluster than `current`.
 fn is_newer(published: &JoinTicket, current: &JoinTicket) -> bool {
     published.cluster_id == current.cluster_id && published.expires_at > current.expires_at
@@ -355,10 +368,7 @@ pub async fn rotate(
     grace: Duration,
     now: SystemTime,
 ) -> Result<JoinTicket, TokenError> {
-    let published = rendezvous
-        .fetch()
-        .await
-        .map_err(|source| TokenError::Fetch { source })?;
+    let published = fetch_published(rendezvous).await?;
     let adoptable = match published {
         Some(p) if is_newer(&p, current) && !rotation_due(&p, ttl, now) => {
             token_exists(client, p.token.id()).await?.then_some(p)
@@ -481,10 +491,7 @@ async fn rotation_step(
     cleanup_at: &mut Option<SystemTime>,
 ) -> Result<(), TokenError> {
     let now = SystemTime::now();
-    if let Some(published) = rendezvous
-        .fetch()
-        .await
-        .map_err(|source| TokenError::Fetch { source })?
+    if let Some(published) = fetch_published(rendezvous).await?
         && is_newer(&published, current)
     {
         tracing::info!(
