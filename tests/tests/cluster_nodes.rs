@@ -8,7 +8,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use harness::fixtures::hyperpod::{Inventory, PROVISIONING_PARAMETERS};
 
 use harness::kube_api::{FaultKind, NodeSpec, TestApiServer};
 use lifecycle::cluster::labels::{INSTANCE_GROUP, ROLE_WORKER};
@@ -16,7 +19,9 @@ use lifecycle::cluster::nodes::{
     self, CONTROL_PLANE_LABEL, ExpectedNode, NodesError, controller_labels, label_joining_nodes,
     label_node, wait_until_ready,
 };
-use lifecycle::identity::{Peer, Role};
+use lifecycle::config::Config;
+use lifecycle::host::{FixedInterfaces, Host, ScriptedRunner};
+use lifecycle::identity::{self, Overrides, Peer, Role};
 use serde_json::{Value, json};
 
 const KUBECTL: &str = "/usr/bin/kubectl";
@@ -449,4 +454,93 @@ async fn nodes_joining_later_are_labelled_by_the_agent() {
                 && (r.path.ends_with("/old") || r.path.ends_with("/late-cp"))),
         "nodes already labelled get no PATCH"
     );
+}
+
+async fn identity_of(root: &Path, own: IpAddr, toml: &str) -> identity::NodeIdentity {
+    let host = Host::new(
+        root,
+        Arc::new(ScriptedRunner::new()),
+        Arc::new(FixedInterfaces(vec![own])),
+    );
+    let config = Config::parse(toml, Path::new("/etc/hpk8s/config.toml")).unwrap();
+    let overrides = Overrides {
+        // Never the real link-local address.
+        ec2_imds_endpoint: "http://127.0.0.1:9".into(),
+        ..Overrides::default()
+    };
+    identity::resolve_with(&host, &config, &overrides)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn expected_nodes_are_the_inventory_nodes_that_join() {
+    let root = tempfile::tempdir().unwrap();
+    let inv = Inventory::new("arn:aws:sagemaker:us-west-2:111122223333:cluster/kb8v11zrrpvr")
+        .group("controller-machine", "ml.m5.2xlarge", 1)
+        .group("worker-group-1", "ml.p5.48xlarge", 2)
+        .group("login-group", "ml.m5.xlarge", 1)
+        .controller_group("controller-machine")
+        .login_group("login-group");
+    inv.write_to(root.path()).unwrap();
+    let base = format!("[identity]\nprovisioning_parameters = \"{PROVISIONING_PARAMETERS}\"\n");
+    let ctrl = inv.customer_ip("controller-machine", 0);
+    let id = identity_of(root.path(), ctrl, &base).await;
+    let expected = nodes::expected_nodes(&id);
+    assert_eq!(expected.len(), id.expected_nodes as usize);
+    let summary: Vec<(IpAddr, &str, Role)> = expected
+        .iter()
+        .map(|e| (e.address, e.group.as_str(), e.role))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (ctrl, "controller-machine", Role::Controller),
+            (
+                inv.customer_ip("worker-group-1", 0),
+                "worker-group-1",
+                Role::Worker
+            ),
+            (
+                inv.customer_ip("worker-group-1", 1),
+                "worker-group-1",
+                Role::Worker
+            ),
+        ]
+    );
+    assert_eq!(expected[0].name, nodes::address_name(ctrl));
+    // Login nodes are expected when they join.
+    let id = identity_of(
+        root.path(),
+        ctrl,
+        &format!("{base}login_nodes_join = true\n"),
+    )
+    .await;
+    let expected = nodes::expected_nodes(&id);
+    assert_eq!(expected.len(), 4);
+    assert_eq!(expected[3].role, Role::Login);
+    assert_eq!(
+        controller_labels(&BTreeMap::new(), Some(&expected[3]))[ROLE_WORKER],
+        ""
+    );
+
+    // A static topology names its nodes.
+    let toml = r#"[identity]
+cluster_name = "lab"
+[[identity.nodes]]
+name = "cp-1"
+address = "192.168.10.1"
+role = "controller"
+[[identity.nodes]]
+name = "gpu-1"
+address = "192.168.10.2"
+role = "worker"
+group = "gpu"
+"#;
+    let id = identity_of(root.path(), "192.168.10.2".parse().unwrap(), toml).await;
+    let names: Vec<String> = nodes::expected_nodes(&id)
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["cp-1", "gpu-1"]);
 }
