@@ -544,3 +544,80 @@ group = "gpu"
         .collect();
     assert_eq!(names, ["cp-1", "gpu-1"]);
 }
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_logged_after_the_list_and_at_most_every_ten_seconds() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // Process-wide (thread-local subscribers miss callsites other test
+    // threads registered first); node names here are unique to this test.
+    tracing_subscriber::util::SubscriberInitExt::try_init(subscriber).unwrap();
+    let (api, client) = start().await;
+    let expected: Vec<ExpectedNode> = ["prog-a", "prog-b", "prog-c"]
+        .iter()
+        .zip(200u8..)
+        .map(|(name, last)| {
+            ExpectedNode::from_peer(&Peer {
+                address: ip(last),
+                name: Some((*name).to_string()),
+                group: "gpu".into(),
+                role: Role::Worker,
+                instance_id: None,
+            })
+        })
+        .collect();
+    for e in &expected {
+        register(&api, &format!("k8s-{}", e.name), e.address, &[]);
+    }
+    api.set_ready("k8s-prog-a", true).unwrap();
+    let wait = {
+        let client = client.clone();
+        let expected = expected.clone();
+        tokio::spawn(
+            async move { wait_until_ready(&client, &expected, Duration::from_secs(30)).await },
+        )
+    };
+    until("the wait watches", || {
+        api.requests().iter().any(is_node_watch)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.set_ready("k8s-prog-b", true).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.set_ready("k8s-prog-c", true).unwrap();
+    wait.await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(
+        text.contains("1/3 Ready; waiting for prog-b and prog-c"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("0/3 Ready"),
+        "logged before the list: {text}"
+    );
+    assert!(
+        !text.contains("2/3 Ready; waiting for prog-c"),
+        "a second line within 10 s: {text}"
+    );
+    // (No assertion on the final "3/3 Ready" line: another test of this
+    // binary waits for three nodes too.)
+}

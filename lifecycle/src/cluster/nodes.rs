@@ -385,6 +385,9 @@ pub async fn wait_until_ready(
     let mut listing: Option<BTreeMap<String, NodeView>> = None;
     let mut last_error: Option<String> = None;
     let mut last_logged: Option<(usize, usize, Instant)> = None;
+    // Progress is logged once the first list is in (before, it would
+    // always say 0 Ready).
+    let mut listed = false;
     let timer = tokio::time::sleep(deadline);
     tokio::pin!(timer);
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
@@ -420,7 +423,7 @@ pub async fn wait_until_ready(
         }
         let changed = last_logged.is_none_or(|(r, u, _)| (r, u) != (ready, unexpected.len()));
         let quiet = last_logged.is_some_and(|(_, _, at)| at.elapsed() < PROGRESS_EVERY);
-        if changed && !quiet {
+        if listed && changed && !quiet {
             tracing::info!(
                 ready,
                 expected = expected.len(),
@@ -439,9 +442,10 @@ pub async fn wait_until_ready(
                     listing.get_or_insert_with(BTreeMap::new).insert(view.name.clone(), view);
                 }
                 Some(Ok(watcher::Event::InitDone)) => {
-                    if let Some(listed) = listing.take() {
-                        nodes = listed;
+                    if let Some(complete) = listing.take() {
+                        nodes = complete;
                     }
+                    listed = true;
                     last_error = None;
                 }
                 Some(Ok(watcher::Event::Apply(node))) => {
