@@ -621,3 +621,57 @@ async fn progress_is_logged_after_the_list_and_at_most_every_ten_seconds() {
     // (No assertion on the final "3/3 Ready" line: another test of this
     // binary waits for three nodes too.)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_nodes_in_shuffled_order_with_one_list() {
+    let (api, client) = start().await;
+    let address =
+        |i: u16| -> IpAddr { format!("10.2.{}.{}", i / 250, i % 250 + 1).parse().unwrap() };
+    let expected: Vec<ExpectedNode> = (0..500u16)
+        .map(|i| {
+            ExpectedNode::from_peer(&Peer {
+                address: address(i),
+                name: None,
+                group: "gpu".into(),
+                role: Role::Worker,
+                instance_id: None,
+            })
+        })
+        .collect();
+    for i in 0..500u16 {
+        register(&api, &format!("big-{i}"), address(i), &[]);
+    }
+    let wait = {
+        let client = client.clone();
+        tokio::spawn(
+            async move { wait_until_ready(&client, &expected, Duration::from_secs(60)).await },
+        )
+    };
+    until("the wait watches", || {
+        api.requests().iter().any(is_node_watch)
+    })
+    .await;
+    // A fixed permutation (7 is coprime with 500): far from inventory order.
+    let order: Vec<u16> = (0..500u16).map(|i| (i * 7 + 3) % 500).collect();
+    let start = std::time::Instant::now();
+    for (n, i) in order.iter().enumerate() {
+        api.set_ready(&format!("big-{i}"), true).unwrap();
+        if n % 50 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let report = tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.ready.len(), 500);
+    assert_eq!(report.node_name(address(499)), Some("big-499"));
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    let lists = api.requests().iter().filter(|r| is_node_list(r)).count();
+    assert_eq!(lists, 1);
+}

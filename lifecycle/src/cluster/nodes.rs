@@ -300,14 +300,17 @@ fn assess(
     nodes: &BTreeMap<String, NodeView>,
 ) -> (Vec<Option<String>>, Vec<UnexpectedNode>) {
     let wanted: BTreeSet<IpAddr> = expected.iter().map(|e| e.address).collect();
+    // Ready nodes by address (the first by name when several claim one):
+    // linear in nodes, so a 1000-node cluster's events stay cheap.
+    let mut ready_at: BTreeMap<IpAddr, &str> = BTreeMap::new();
+    for n in nodes.values().filter(|n| n.ready) {
+        for a in &n.internal_ips {
+            ready_at.entry(*a).or_insert(n.name.as_str());
+        }
+    }
     let matched = expected
         .iter()
-        .map(|e| {
-            nodes
-                .values()
-                .find(|n| n.ready && n.internal_ips.contains(&e.address))
-                .map(|n| n.name.clone())
-        })
+        .map(|e| ready_at.get(&e.address).map(|n| (*n).to_string()))
         .collect();
     let unexpected = nodes
         .values()
