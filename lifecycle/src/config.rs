@@ -396,6 +396,10 @@ pub struct ClusterConfig {
     /// API server endpoint `host[:port]` for every node (a load balancer or
     /// DNS name). Default: unset, meaning the controller's address, port 6443.
     pub control_plane_endpoint: Option<String>,
+    /// How long the controller waits for every expected node to be Ready,
+    /// seconds. Default: unset, meaning 10 minutes plus 1 second per
+    /// expected node.
+    pub nodes_ready_timeout_secs: Option<u64>,
 }
 
 impl Default for ClusterConfig {
@@ -408,6 +412,7 @@ impl Default for ClusterConfig {
             token_ttl: TokenTtl::default(),
             gpu_taint: false,
             control_plane_endpoint: None,
+            nodes_ready_timeout_secs: None,
         }
     }
 }

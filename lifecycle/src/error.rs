@@ -3,7 +3,9 @@
 //! process exit code (the table is `docs/exit-codes.md`).
 
 use crate::cluster::kubeadm_config::ClusterConfigError;
+use crate::cluster::nodes::NodesError;
 use crate::cluster::rendezvous::RendezvousError;
+use crate::cluster::token_rotation::TokenError;
 use crate::config::ConfigError;
 use crate::host::{CommandError, FsError};
 use crate::identity::IdentityError;
@@ -60,6 +62,12 @@ pub enum Error {
     /// The cluster CA certificate.
     #[error(transparent)]
     CaPin(#[from] crate::cluster::ca_pin::CaPinError),
+    /// Waiting for the cluster's nodes, or labelling them.
+    #[error(transparent)]
+    Nodes(#[from] NodesError),
+    /// Rotating the bootstrap token.
+    #[error(transparent)]
+    Token(#[from] TokenError),
     /// Applying a planned change.
     #[error("{step}: {source}")]
     Apply {
@@ -98,6 +106,8 @@ impl Error {
             Error::Cluster(e) => e.exit_code(),
             Error::Aws(_) => 129,
             Error::CaPin(e) => e.exit_code(),
+            Error::Nodes(e) => e.exit_code(),
+            Error::Token(e) => e.exit_code(),
             Error::Apply { source, .. } => match source {
                 ApplyError::Fs(_) => 90,
                 ApplyError::Command(_) => 91,

@@ -23,7 +23,7 @@ use lifecycle::cluster::pod_network::{self, Ipv4Cidr, auto_pod_subnet};
 use lifecycle::config::{ClusterConfig, Config, ConfigError};
 use lifecycle::hardware::Hardware;
 use lifecycle::identity::{
-    ClusterIdentity, GroupSummary, Lifecycle, NodeIdentity, Role, TopologySource,
+    ClusterIdentity, GroupSummary, Lifecycle, NodeIdentity, Peer, Role, TopologySource,
 };
 use serde_json::Value;
 
@@ -108,6 +108,24 @@ fn identity(role: Role) -> NodeIdentity {
             },
         ],
         node_addresses: inventory_addresses(300),
+        peers: inventory_addresses(300)
+            .into_iter()
+            .enumerate()
+            .map(|(i, address)| {
+                let (group, role) = if i == 0 {
+                    ("controller-machine", Role::Controller)
+                } else {
+                    ("gpu-p5", Role::Worker)
+                };
+                Peer {
+                    address,
+                    name: None,
+                    group: group.into(),
+                    role,
+                    instance_id: None,
+                }
+            })
+            .collect(),
     }
 }
 

@@ -389,7 +389,7 @@ pub fn render_init(
         kind: "InitConfiguration",
         bootstrap_tokens: vec![BootstrapTokenDoc {
             token: TokenValue(token),
-            description: format!("hpk8s: join token for cluster {}", identity.cluster.name),
+            description: super::token_rotation::token_description(&identity.cluster.name),
             ttl: config.cluster.token_ttl.go_duration(),
             usages: ["signing", "authentication"],
             groups: [NODE_BOOTSTRAP_GROUP],

@@ -11,6 +11,9 @@
 //! - [`addons`]: flannel and the NVIDIA/EFA device plugins as typed objects.
 //! - [`kubeadm`]: what kubeadm left on the host, and its command lines.
 //! - [`phase`], [`controller`], [`worker`]: the phase itself.
+//! - [`nodes`]: waiting for the inventory's nodes to be Ready, and the
+//!   labels only the controller may set.
+//! - [`token_rotation`]: renewing the join ticket's bootstrap token.
 
 pub mod addons;
 pub mod bootstrap_token;
@@ -20,7 +23,9 @@ pub mod join_ticket;
 pub mod kubeadm;
 pub mod kubeadm_config;
 pub mod labels;
+pub mod nodes;
 pub mod phase;
 pub mod pod_network;
 pub mod rendezvous;
+pub mod token_rotation;
 pub mod worker;

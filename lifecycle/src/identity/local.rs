@@ -2,7 +2,9 @@
 //! topology: a single-node cluster whose only node (this one) is the
 //! controller.
 
-use super::{ClusterIdentity, GroupSummary, IdentityError, NodeIdentity, Role, TopologySource};
+use super::{
+    ClusterIdentity, GroupSummary, IdentityError, NodeIdentity, Peer, Role, TopologySource,
+};
 use crate::config::Config;
 use crate::host::Host;
 
@@ -26,6 +28,13 @@ pub fn identity(host: &Host, config: &Config) -> Result<NodeIdentity, IdentityEr
         }
     };
     let node_name = config.node.name.clone().unwrap_or_else(|| host.hostname());
+    let peer = Peer {
+        address,
+        name: Some(node_name.clone()),
+        group: GROUP.into(),
+        role: Role::Controller,
+        instance_id: None,
+    };
     let name = config
         .identity
         .cluster_name
@@ -59,5 +68,6 @@ pub fn identity(host: &Host, config: &Config) -> Result<NodeIdentity, IdentityEr
             count: 1,
         }],
         node_addresses: vec![address],
+        peers: vec![peer],
     })
 }

@@ -129,6 +129,26 @@ pub struct NodeIdentity {
     /// overlap checks); left out of `hpk8s identity` output.
     #[serde(skip)]
     pub node_addresses: Vec<IpAddr>,
+    /// Every node of the inventory that joins the cluster (the same rule as
+    /// `expected_nodes`), this one included: what the controller waits for
+    /// and labels. Left out of `hpk8s identity` output.
+    #[serde(skip)]
+    pub peers: Vec<Peer>,
+}
+
+/// A node of the inventory that joins the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its address on the cluster network (its Node's `InternalIP`).
+    pub address: IpAddr,
+    /// Its node name when the inventory says (static topologies).
+    pub name: Option<String>,
+    /// Its instance group.
+    pub group: String,
+    /// Its role.
+    pub role: Role,
+    /// Its EC2 instance id when the inventory says.
+    pub instance_id: Option<String>,
 }
 
 /// What the process environment (or a test) overrides.

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 
 use super::address;
 use super::roles::RoleRules;
-use super::{ClusterIdentity, GroupSummary, IdentityError, NodeIdentity, Role, TopologySource};
+use super::{
+    ClusterIdentity, GroupSummary, IdentityError, NodeIdentity, Peer, Role, TopologySource,
+};
 use crate::config::Config;
 use crate::host::Host;
 
@@ -97,6 +99,20 @@ impl Topology {
             .filter(|g| joins(g.role))
             .map(|g| count(g.members.len()))
             .sum();
+        let peers = self
+            .groups
+            .iter()
+            .filter(|g| joins(g.role))
+            .flat_map(|g| {
+                g.members.iter().map(|m| Peer {
+                    address: m.address,
+                    name: m.name.clone(),
+                    group: g.name.clone(),
+                    role: g.role,
+                    instance_id: m.instance_id.clone(),
+                })
+            })
+            .collect();
         let groups = self
             .groups
             .iter()
@@ -129,6 +145,7 @@ impl Topology {
             expected_nodes,
             groups,
             node_addresses: addresses,
+            peers,
         })
     }
 }

@@ -1,0 +1,586 @@
+//! Bootstrap-token rotation on the controller: a published join ticket
+//! always carries a token with at least half its lifetime left, so a worker
+//! booting hours after the cluster formed still joins, and a leaked ticket
+//! stops working soon.
+//!
+//! Rotating creates a new `kube-system/bootstrap-token-<id>` Secret (what
+//! `kubeadm token create` does), publishes a new ticket with it, and only
+//! later deletes the tokens it superseded: a worker that read the old
+//! ticket just before the rotation still joins during `grace`.
+//!
+//! hpk8s recognises the tokens it made by their Secret's `description`
+//! starting with [`DESCRIPTION_PREFIX`] (the first token, made by
+//! `kubeadm init` from hpk8s's config, carries the same description, see
+//! [`token_description`]); it never touches any other token. Token ids are
+//! public and logged; the secret part never appears in logs or errors.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+
+use super::bootstrap_token::{
+    self, BootstrapToken, SECRET_NAME_PREFIX, SECRET_NAMESPACE, SECRET_TYPE, TokenTtl,
+};
+use super::join_ticket::{JoinTicket, JoinToken, TicketError};
+use super::labels::FIELD_MANAGER;
+use super::nodes::is_transient;
+use super::rendezvous::{Rendezvous, RendezvousError};
+
+/// Start of the `description` of every token hpk8s makes.
+pub const DESCRIPTION_PREFIX: &str = "hpk8s:";
+/// How long a superseded token keeps working by default.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(15 * 60);
+/// The rotation loop wakes at least this often to look at the published
+/// ticket (another controller run may have rotated) and at the clock.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(300);
+/// First pause after a transient failure of the rotation loop.
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest pause after transient failures of the rotation loop.
+pub const RETRY_CAP: Duration = Duration::from_secs(300);
+/// Attempts at a token id that is not taken yet.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// The endpoint of the bootstrap-token Secrets, for messages.
+fn secrets_endpoint() -> String {
+    format!("/api/v1/namespaces/{SECRET_NAMESPACE}/secrets")
+}
+
+/// Errors of bootstrap-token rotation (exit codes 180–189, see
+/// `docs/exit-codes.md`). None ever contains a token's secret.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// Generating a token failed (the OS random number generator).
+    #[error("cannot rotate the bootstrap token: {source}")]
+    Generate {
+        /// The generator's failure.
+        #[source]
+        source: bootstrap_token::Error,
+    },
+    /// Creating the token's Secret failed.
+    #[error(
+        "creating bootstrap token Secret {secret} (POST {endpoint}) failed: {source}; check the API server and the controller's admin kubeconfig"
+    )]
+    Create {
+        /// `bootstrap-token-<id>`.
+        secret: String,
+        /// The collection posted to.
+        endpoint: String,
+        /// The API error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// Reading the bootstrap-token Secrets failed.
+    #[error(
+        "reading bootstrap token Secrets (GET {endpoint}) failed: {source}; check the API server and the controller's admin kubeconfig"
+    )]
+    Read {
+        /// The path read.
+        endpoint: String,
+        /// The API error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// Deleting a superseded token's Secret failed.
+    #[error(
+        "deleting superseded bootstrap token Secret {secret} (DELETE {endpoint}) failed: {source}; it expires on its own, or delete it with `kubeadm token delete`"
+    )]
+    Delete {
+        /// `bootstrap-token-<id>`.
+        secret: String,
+        /// The path deleted.
+        endpoint: String,
+        /// The API error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// Publishing the new join ticket failed.
+    #[error("publishing the rotated join ticket failed: {source}")]
+    Publish {
+        /// The rendezvous's failure.
+        #[source]
+        source: RendezvousError,
+    },
+    /// Reading the published join ticket failed.
+    #[error("reading the published join ticket failed: {source}")]
+    Fetch {
+        /// The rendezvous's failure.
+        #[source]
+        source: RendezvousError,
+    },
+    /// The new ticket does not validate (a bug: its parts come from a
+    /// validated ticket and a generated token).
+    #[error("the rotated join ticket is invalid: {source}; report this bug")]
+    Ticket {
+        /// The invalid field.
+        #[source]
+        source: TicketError,
+    },
+}
+
+impl TokenError {
+    /// Process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            TokenError::Generate { .. } => 180,
+            TokenError::Create { .. } => 181,
+            TokenError::Read { .. } => 182,
+            TokenError::Delete { .. } => 183,
+            TokenError::Publish { .. } => 184,
+            TokenError::Fetch { .. } => 185,
+            TokenError::Ticket { .. } => 186,
+        }
+    }
+
+    /// Whether retrying later may help (5xx, 429, unreachable API server or
+    /// rendezvous).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TokenError::Create { source, .. }
+            | TokenError::Read { source, .. }
+            | TokenError::Delete { source, .. } => is_transient(source),
+            TokenError::Publish { source } | TokenError::Fetch { source } => source.is_transient(),
+            TokenError::Generate { .. } | TokenError::Ticket { .. } => false,
+        }
+    }
+}
+
+/// The `description` of tokens hpk8s makes for cluster `cluster`; the
+/// kubeadm config gives the first token the same one.
+pub fn token_description(cluster: &str) -> String {
+    format!("{DESCRIPTION_PREFIX} join token for cluster {cluster}")
+}
+
+/// Whether a bootstrap-token Secret is one hpk8s made.
+pub fn is_hpk8s_token(secret: &Secret) -> bool {
+    secret.type_.as_deref() == Some(SECRET_TYPE)
+        && data_str(secret, "description").is_some_and(|d| d.starts_with(DESCRIPTION_PREFIX))
+}
+
+fn data_str<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
+    let from_data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| std::str::from_utf8(&v.0).ok());
+    from_data.or_else(|| {
+        secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(String::as_str)
+    })
+}
+
+/// Creates a new token from the OS random number generator as the
+/// `kube-system/bootstrap-token-<id>` Secret, valid for `ttl` from `now`
+/// (what `kubeadm token create` does). A taken id is drawn again.
+pub async fn create_token(
+    client: &Client,
+    ttl: TokenTtl,
+    now: SystemTime,
+    cluster: &str,
+) -> Result<BootstrapToken, TokenError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), SECRET_NAMESPACE);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let token = BootstrapToken::generate().map_err(|source| TokenError::Generate { source })?;
+        let object = token.secret_object(ttl, now, &token_description(cluster));
+        match api.create(&params, &object).await {
+            Ok(_) => {
+                tracing::info!(
+                    token_id = token.id(),
+                    ttl = %ttl,
+                    "created bootstrap token {}",
+                    token.secret_name()
+                );
+                return Ok(token);
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < CREATE_ATTEMPTS => {
+                tracing::debug!(token_id = token.id(), "token id taken; drawing another");
+            }
+            Err(source) => {
+                return Err(TokenError::Create {
+                    secret: token.secret_name(),
+                    endpoint: secrets_endpoint(),
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+}
+
+/// Rotation is due when less than half of `ttl` remains before the
+/// ticket's token expires (so a published ticket always has at least half
+/// its lifetime left).
+pub fn rotation_due(ticket: &JoinTicket, ttl: TokenTtl, now: SystemTime) -> bool {
+    let remaining = ticket
+        .expires_at
+        .duration_since(now)
+        .unwrap_or(Duration::ZERO);
+    remaining < ttl.duration() / 2
+}
+
+/// When rotation becomes due for `ticket`.
+pub fn rotation_due_at(ticket: &JoinTicket, ttl: TokenTtl) -> SystemTime {
+    ticket
+        .expires_at
+        .checked_sub(ttl.duration() / 2)
+        .unwrap_or(UNIX_EPOCH)
+}
+
+/// A bootstrap-token Secret hpk8s made: its id and when it was created.
+struct OwnToken {
+    id: String,
+    created: Option<SystemTime>,
+}
+
+/// The hpk8s-made bootstrap tokens (only ids and creation times are kept:
+/// the listed Secrets hold the secrets and are dropped at once).
+async fn own_tokens(client: &Client) -> Result<Vec<OwnToken>, TokenError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), SECRET_NAMESPACE);
+    let params = ListParams::default().fields(&format!("type={SECRET_TYPE}"));
+    let list = api.list(&params).await.map_err(|source| TokenError::Read {
+        endpoint: secrets_endpoint(),
+        source: Box::new(source),
+    })?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|s| is_hpk8s_token(s))
+        .filter_map(|s| {
+            let name = s.metadata.name.as_deref()?;
+            let id = name.strip_prefix(SECRET_NAME_PREFIX)?.to_string();
+            let created = s
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| SystemTime::from(t.0));
+            Some(OwnToken { id, created })
+        })
+        .collect())
+}
+
+/// Deletes the hpk8s-made bootstrap tokens other than `keep_id` once a
+/// newer hpk8s token (`keep_id` counts as newer than all others) has
+/// existed for longer than `grace` at `now`. Tokens hpk8s did not make are
+/// never touched. Returns the deleted token ids.
+pub async fn delete_superseded_tokens(
+    client: &Client,
+    keep_id: &str,
+    grace: Duration,
+    now: SystemTime,
+) -> Result<Vec<String>, TokenError> {
+    let tokens = own_tokens(client).await?;
+    let old_enough = |t: &OwnToken| {
+        t.created
+            .and_then(|c| now.duration_since(c).ok())
+            .is_some_and(|age| age > grace)
+    };
+    let superseded = |t: &OwnToken| {
+        t.id != keep_id
+            && tokens.iter().any(|n| {
+                n.id != t.id
+                    && (n.id == keep_id
+                        || matches!((n.created, t.created), (Some(a), Some(b)) if a > b))
+                    && old_enough(n)
+            })
+    };
+    let api: Api<Secret> = Api::namespaced(client.clone(), SECRET_NAMESPACE);
+    let mut deleted = Vec::new();
+    for t in tokens.iter().filter(|t| superseded(t)) {
+        let name = format!("{SECRET_NAME_PREFIX}{}", t.id);
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {
+                tracing::info!(token_id = %t.id, kept = keep_id, "deleted superseded bootstrap token {name}");
+                deleted.push(t.id.clone());
+            }
+            // Deleted meanwhile (the token cleaner, another run): done.
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(TokenError::Delete {
+                    endpoint: format!("{}/{name}", secrets_endpoint()),
+                    secret: name,
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Whether the token `id`'s Secret exists.
+async fn token_exists(client: &Client, id: &str) -> Result<bool, TokenError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), SECRET_NAMESPACE);
+    let name = format!("{SECRET_NAME_PREFIX}{id}");
+    api.get_metadata_opt(&name)
+        .await
+        .map(|s| s.is_some())
+        .map_err(|source| TokenError::Read {
+            endpoint: format!("{}/{name}", secrets_endpoint()),
+            source: Box::new(source),
+        })
+}
+
+/// The published ticket. A malformed one counts as none: the controller
+/// owns the rendezvous, and its next rotation publishes a good ticket.
+async fn fetch_published(rendezvous: &Rendezvous) -> Result<Option<JoinTicket>, TokenError> {
+    match rendezvous.fetch().await {
+        Ok(t) => Ok(t),
+        Err(e @ RendezvousError::MalformedTicket { .. }) => {
+            tracing::warn!(error = %e, "ignoring the malformed published join ticket; the next rotation replaces it");
+            Ok(None)
+        }
+        Err(source) => Err(TokenError::Fetch { source }),
+    }
+}
+
+/// Whether `published` is a later ticket of the same cluster than `current`.
+fn is_newer(published: &JoinTicket, current: &JoinTicket) -> bool {
+    published.cluster_id == current.cluster_id && published.expires_at > current.expires_at
+}
+
+/// `t` without its fraction of a second (tickets carry whole seconds).
+fn whole_seconds(t: SystemTime) -> SystemTime {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| UNIX_EPOCH + Duration::from_secs(d.as_secs()))
+        .unwrap_or(t)
+}
+
+/// Rotates: creates a token, publishes a ticket with it (same cluster,
+/// endpoint, CA pins and Kubernetes version as `current`, expiring `ttl`
+/// after `now`), then deletes superseded tokens older than `grace`.
+/// Safe to re-run after a crash at any point: a newer published ticket
+/// whose token exists and is not due is adopted instead of rotating again,
+/// and a token created but never published is deleted as superseded.
+pub async fn rotate(
+    client: &Client,
+    rendezvous: &Rendezvous,
+    current: &JoinTicket,
+    ttl: TokenTtl,
+    grace: Duration,
+    now: SystemTime,
+) -> Result<JoinTicket, TokenError> {
+    let published = fetch_published(rendezvous).await?;
+    let adoptable = match published {
+        Some(p) if is_newer(&p, current) && !rotation_due(&p, ttl, now) => {
+            token_exists(client, p.token.id()).await?.then_some(p)
+        }
+        _ => None,
+    };
+    let ticket = match adoptable {
+        Some(p) => {
+            tracing::info!(
+                token_id = p.token.id(),
+                expires_at = %p.expires_at_rfc3339(),
+                "the published join ticket was already rotated; keeping it"
+            );
+            p
+        }
+        None => {
+            let token = create_token(client, ttl, now, &current.cluster_id).await?;
+            let ticket = JoinTicket {
+                token: JoinToken::parse(&token.expose_token())
+                    .map_err(|source| TokenError::Ticket { source })?,
+                expires_at: whole_seconds(now + ttl.duration()),
+                ..current.clone()
+            };
+            rendezvous
+                .publish(&ticket)
+                .await
+                .map_err(|source| TokenError::Publish { source })?;
+            tracing::info!(
+                token_id = token.id(),
+                previous_token_id = current.token.id(),
+                expires_at = %ticket.expires_at_rfc3339(),
+                rendezvous = %rendezvous.location(),
+                "rotated the bootstrap token and published a new join ticket"
+            );
+            ticket
+        }
+    };
+    delete_superseded_tokens(client, ticket.token.id(), grace, now).await?;
+    Ok(ticket)
+}
+
+/// For the agent on the controller: sleeps until rotation is due for the
+/// current ticket, rotates, and repeats, until `shutdown` resolves. It
+/// wakes at least every [`RECHECK_EVERY`] to adopt a ticket another
+/// controller run published, and once `grace` after a rotation to delete
+/// the superseded tokens. Transient failures (API server or rendezvous
+/// unreachable, 5xx, throttling) are logged and retried with backoff, never
+/// returned; other failures end it with the error.
+pub async fn run_rotation(
+    client: &Client,
+    rendezvous: &Rendezvous,
+    current: JoinTicket,
+    ttl: TokenTtl,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), TokenError> {
+    let work = rotation_loop(client, rendezvous, current, ttl, grace);
+    tokio::select! {
+        () = shutdown => Ok(()),
+        r = work => r,
+    }
+}
+
+async fn rotation_loop(
+    client: &Client,
+    rendezvous: &Rendezvous,
+    mut current: JoinTicket,
+    ttl: TokenTtl,
+    grace: Duration,
+) -> Result<(), TokenError> {
+    // When superseded tokens become deletable (a second past the grace, as
+    // creation times are whole seconds).
+    let mut cleanup_at: Option<SystemTime> = Some(SystemTime::now());
+    let mut failures: u32 = 0;
+    tracing::info!(
+        token_id = current.token.id(),
+        due_at = %rfc3339(rotation_due_at(&current, ttl)),
+        "bootstrap token rotation started"
+    );
+    loop {
+        let step = rotation_step(
+            client,
+            rendezvous,
+            &mut current,
+            ttl,
+            grace,
+            &mut cleanup_at,
+        );
+        let pause = match step.await {
+            Ok(()) => {
+                failures = 0;
+                let now = SystemTime::now();
+                let next = cleanup_at.map_or(rotation_due_at(&current, ttl), |c| {
+                    c.min(rotation_due_at(&current, ttl))
+                });
+                next.duration_since(now)
+                    .unwrap_or(Duration::ZERO)
+                    .min(RECHECK_EVERY)
+            }
+            Err(e) if e.is_transient() => {
+                failures = failures.saturating_add(1);
+                let pause = retry_pause(failures);
+                tracing::warn!(error = %e, failures, pause_ms = pause.as_millis(), "bootstrap token rotation failed; retrying");
+                pause
+            }
+            Err(e) => return Err(e),
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// One look: adopt a newer published ticket, rotate when due, delete
+/// superseded tokens when their grace is over.
+async fn rotation_step(
+    client: &Client,
+    rendezvous: &Rendezvous,
+    current: &mut JoinTicket,
+    ttl: TokenTtl,
+    grace: Duration,
+    cleanup_at: &mut Option<SystemTime>,
+) -> Result<(), TokenError> {
+    let now = SystemTime::now();
+    if let Some(published) = fetch_published(rendezvous).await?
+        && is_newer(&published, current)
+    {
+        tracing::info!(
+            token_id = published.token.id(),
+            expires_at = %published.expires_at_rfc3339(),
+            "adopting the join ticket another controller run published"
+        );
+        *current = published;
+        *cleanup_at = Some(now + grace + Duration::from_secs(1));
+    }
+    if rotation_due(current, ttl, now) {
+        *current = rotate(client, rendezvous, current, ttl, grace, now).await?;
+        *cleanup_at = Some(now + grace + Duration::from_secs(1));
+    } else if cleanup_at.is_some_and(|c| now >= c) {
+        delete_superseded_tokens(client, current.token.id(), grace, now).await?;
+        *cleanup_at = None;
+    }
+    Ok(())
+}
+
+/// Full-jitter exponential pause after `failures` consecutive failures.
+fn retry_pause(failures: u32) -> Duration {
+    let base = RETRY_FIRST
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(RETRY_CAP);
+    // At least half the base, so retries never spin.
+    base.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    k8s_openapi::jiff::Timestamp::from_second(secs)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| secs.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticket(expires_at: SystemTime) -> JoinTicket {
+        JoinTicket {
+            version: super::super::join_ticket::TICKET_VERSION,
+            cluster_id: "c1".into(),
+            endpoint: "10.0.0.1:6443".into(),
+            token: JoinToken::parse("abcdef.0123456789abcdef").unwrap(),
+            ca_pins: vec![format!("sha256:{}", "ab".repeat(32))],
+            expires_at,
+            kubernetes_version: "1.34.1".into(),
+        }
+    }
+
+    #[test]
+    fn rotation_is_due_with_less_than_half_the_ttl_left() {
+        let ttl = TokenTtl::new(Duration::from_secs(3600)).unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = |left: u64| ticket(now + Duration::from_secs(left));
+        assert!(!rotation_due(&at(3600), ttl, now));
+        assert!(!rotation_due(&at(1800), ttl, now), "exactly half left");
+        assert!(rotation_due(&at(1799), ttl, now));
+        assert!(rotation_due(&at(0), ttl, now));
+        assert!(rotation_due(
+            &ticket(now - Duration::from_secs(5)),
+            ttl,
+            now
+        ));
+        assert_eq!(
+            rotation_due_at(&at(3600), ttl),
+            now + Duration::from_secs(1800)
+        );
+    }
+
+    #[test]
+    fn the_description_is_recognised() {
+        let token = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
+        let ttl = TokenTtl::default();
+        let ours = token.secret_object(ttl, UNIX_EPOCH, &token_description("ml"));
+        assert!(is_hpk8s_token(&ours));
+        let theirs = token.secret_object(ttl, UNIX_EPOCH, "made by kubeadm token create");
+        assert!(!is_hpk8s_token(&theirs));
+    }
+
+    #[test]
+    fn retry_pauses_grow_and_are_capped() {
+        assert!(retry_pause(1) <= RETRY_FIRST && retry_pause(1) >= RETRY_FIRST / 2);
+        assert!(retry_pause(4) >= RETRY_FIRST * 4);
+        assert!(retry_pause(40) <= RETRY_CAP && retry_pause(40) >= RETRY_CAP / 2);
+    }
+}
