@@ -73,6 +73,20 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Long-running agent. On the controller: keeps a fresh join ticket
+    /// published (rotating the bootstrap token before it expires) and labels
+    /// nodes that join later. Stops on SIGTERM or SIGINT.
+    Agent,
+    /// Controller only: create a new bootstrap token now and publish a join
+    /// ticket with it; prints when it expires.
+    GenerateNewToken {
+        /// Also print the token itself (it lets any machine join the cluster).
+        #[arg(long)]
+        show_token: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -131,6 +145,26 @@ fn load_config(cli: &Cli) -> Result<Config, lifecycle::Error> {
     })
 }
 
+/// Resolves on SIGTERM (systemd stopping the unit) or SIGINT.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; stop the agent with SIGINT");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stopping");
+}
+
 /// Prints what was planned (dry run) or done: one plan object per phase in
 /// JSON (an array when several phases ran).
 fn print_plans(plans: &[Plan], output: Output, dry_run: bool) -> anyhow::Result<()> {
@@ -176,6 +210,62 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&id)?),
                 Output::Text => print!("{}", identity::render_text(&id)),
+            }
+        }
+        Command::Agent => {
+            let id = identity::resolve(&host, &config)
+                .await
+                .map_err(lifecycle::Error::from)?;
+            if id.role != identity::Role::Controller {
+                tracing::info!(role = ?id.role, "nothing for the agent to do on this node yet");
+                return Ok(());
+            }
+            let rendezvous =
+                Rendezvous::connect(&host, &config.rendezvous, &id, cluster::cluster_key(&id))
+                    .await?;
+            let cx = cluster::Context {
+                host: &host,
+                config: &config,
+                identity: &id,
+                rendezvous: Some(&rendezvous),
+            };
+            lifecycle::cluster::controller::run_agent(&cx, shutdown_signal()).await?;
+        }
+        Command::GenerateNewToken { show_token, output } => {
+            let id = identity::resolve(&host, &config)
+                .await
+                .map_err(lifecycle::Error::from)?;
+            let rendezvous =
+                Rendezvous::connect(&host, &config.rendezvous, &id, cluster::cluster_key(&id))
+                    .await?;
+            let cx = cluster::Context {
+                host: &host,
+                config: &config,
+                identity: &id,
+                rendezvous: Some(&rendezvous),
+            };
+            let ticket = lifecycle::cluster::controller::generate_new_token(&cx).await?;
+            let mut shown = serde_json::json!({
+                "token_id": ticket.token.id(),
+                "expires_at": ticket.expires_at_rfc3339(),
+                "rendezvous": rendezvous.location(),
+            });
+            if show_token {
+                shown["token"] = ticket.token.expose().into();
+            }
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&shown)?),
+                Output::Text => {
+                    println!(
+                        "published a join ticket with token {} to {}; it expires at {}",
+                        ticket.token.id(),
+                        rendezvous.location(),
+                        ticket.expires_at_rfc3339()
+                    );
+                    if show_token {
+                        println!("token: {}", ticket.token.expose());
+                    }
+                }
             }
         }
         Command::Bootstrap {

@@ -217,37 +217,51 @@ fn bad_input_fails_with_one_line_distinct_codes_and_an_untouched_host() {
 #[allow(clippy::disallowed_methods)] // test harness launches the real binary
 fn bootstrap_refuses_cluster_input_before_preparing_the_host() {
     let directory = "[rendezvous]\nkind = \"directory\"\ndirectory = \"/srv/hpk8s\"\n";
-    let cases: [(&str, String, fn(&FakeRoot), i32, &[&str]); 3] = [
-        (
-            "pod CIDR too small for the cluster",
-            format!("{BASE}{directory}[cluster]\npod_subnet = \"10.200.0.0/24\"\n"),
-            nothing,
-            100,
-            &["10.200.0.0/24", "cluster.pod_subnet", "5 are needed"],
-        ),
-        (
-            "half-initialised control plane",
-            format!("{BASE}{directory}"),
-            |r| {
+    let cases = [
+        Case {
+            name: "pod CIDR too small for the cluster",
+            config: Some(format!(
+                "{BASE}{directory}[cluster]\npod_subnet = \"10.200.0.0/24\"\n"
+            )),
+            setup: nothing,
+            global_args: vec![],
+            code: 100,
+            says: vec!["10.200.0.0/24", "cluster.pod_subnet", "5 are needed"],
+        },
+        Case {
+            name: "half-initialised control plane",
+            config: Some(format!("{BASE}{directory}")),
+            setup: |r| {
                 r.dir().write(
                     "/etc/kubernetes/manifests/kube-apiserver.yaml",
                     "kind: Pod\n",
                 )
             },
-            191,
-            &["kubeadm reset -f", "/etc/kubernetes/admin.conf"],
-        ),
-        (
-            "no AWS region for the Secrets Manager rendezvous",
-            BASE.to_string(),
-            nothing,
-            129,
-            &["AWS_REGION"],
-        ),
+            global_args: vec![],
+            code: 191,
+            says: vec!["kubeadm reset -f", "/etc/kubernetes/admin.conf"],
+        },
+        Case {
+            name: "no AWS region for the Secrets Manager rendezvous",
+            config: Some(BASE.to_string()),
+            setup: nothing,
+            global_args: vec![],
+            code: 129,
+            says: vec!["AWS_REGION"],
+        },
     ];
-    for (name, config, setup, want, says) in cases {
+    for Case {
+        name,
+        config,
+        setup,
+        code: want,
+        says,
+        ..
+    } in cases
+    {
         let root = FakeRoot::new().file("/usr/bin/containerd", "");
-        root.dir().write("/etc/hpk8s/config.toml", &config);
+        root.dir()
+            .write("/etc/hpk8s/config.toml", config.unwrap_or_default());
         setup(&root);
         let before = tree_digest(root.path());
         let out = std::process::Command::new(harness::hpk8s_bin())
@@ -275,7 +289,7 @@ fn bootstrap_refuses_cluster_input_before_preparing_the_host() {
             1,
             "{name}: one line expected: {stderr}"
         );
-        for word in says {
+        for word in &says {
             assert!(stderr.contains(word), "{name}: `{word}` missing: {stderr}");
         }
         assert_eq!(

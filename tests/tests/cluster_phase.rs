@@ -187,17 +187,22 @@ impl std::io::Write for Logs {
 }
 
 impl Logs {
-    fn install() -> (Logs, tracing::subscriber::DefaultGuard) {
-        use tracing_subscriber::util::SubscriberInitExt as _;
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let guard = subscriber.set_default();
-        (logs, guard)
+    /// The process-wide log buffer: a global subscriber, because the
+    /// phase's tasks and blocking threads run on other threads than the
+    /// test's. Each test looks for its own token in it.
+    fn global() -> Logs {
+        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Logs::default();
+            let writer = logs.clone();
+            tracing_subscriber::fmt()
+                .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .init();
+            logs
+        })
+        .clone()
     }
 
     fn text(&self) -> String {
@@ -212,7 +217,7 @@ fn node_json(api: &TestApiServer, name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_started_first_join_the_controller_and_nothing_leaks() {
-    let (logs, _guard) = Logs::install();
+    let logs = Logs::global();
     let bed = Bed::start().await;
     let controller = bed.node(CONTROLLER).await;
     let w0 = bed.node(WORKERS[0]).await;
@@ -397,5 +402,66 @@ async fn a_ca_pin_mismatch_refuses_to_join() {
     assert!(
         !late.path(kubeadm::JOIN_CONFIG).exists(),
         "the join config (token) was left behind"
+    );
+}
+
+async fn admin_client(api: &TestApiServer) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(api.admin_kubeconfig_path()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_ticket_is_never_used_and_a_rotation_lets_a_polling_worker_join() {
+    let bed = Bed::start().await;
+    let controller = formed(&bed).await;
+    let old = bed.ticket();
+
+    // The published ticket has expired, and its token is gone from the
+    // cluster: a worker that used it would fail to join.
+    let mut expired: Value =
+        serde_json::from_str(&std::fs::read_to_string(bed.ticket_path()).unwrap()).unwrap();
+    expired["expires_at"] = "2020-01-01T00:00:00Z".into();
+    std::fs::write(bed.ticket_path(), expired.to_string()).unwrap();
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(admin_client(&bed.api).await, "kube-system");
+    secrets
+        .delete(
+            &format!("bootstrap-token-{}", old.token.id()),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+
+    let late = bed.node(WORKERS[1]).await;
+    let late_run = tokio::spawn(async move {
+        let result = late.bootstrap().await;
+        (late, result)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        !late_run.is_finished(),
+        "the worker did not wait for a usable ticket"
+    );
+
+    let fresh = lifecycle::cluster::controller::generate_new_token(&controller.cx())
+        .await
+        .unwrap();
+    assert_ne!(fresh.token.id(), old.token.id());
+    let (late, result) = tokio::time::timeout(std::time::Duration::from_secs(15), late_run)
+        .await
+        .expect("the worker did not join after the rotation")
+        .unwrap();
+    result.unwrap();
+    assert!(late.path(kubeadm::KUBELET_CONF).exists());
+    assert_eq!(bed.ticket().token.id(), fresh.token.id());
+    assert!(
+        secrets
+            .get_opt(&format!("bootstrap-token-{}", fresh.token.id()))
+            .await
+            .unwrap()
+            .is_some()
     );
 }

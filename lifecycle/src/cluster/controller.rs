@@ -6,8 +6,11 @@
 //! (reusing the published one while its token is fresh) and re-applies the
 //! addons, which server-side apply makes a no-op when nothing changed.
 
+use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
+
+use futures::FutureExt as _;
 
 use kube::Client;
 use serde::{Deserialize, Serialize};
@@ -18,8 +21,11 @@ use super::ca_pin;
 use super::join_ticket::{JoinTicket, JoinToken, TICKET_VERSION};
 use super::kubeadm::{self, Membership};
 use super::kubeadm_config;
+use super::nodes;
 use super::phase::{self, ClusterError, Context};
 use super::pod_network;
+use super::rendezvous::RendezvousError;
+use super::token_rotation::{self, DEFAULT_GRACE, TicketFields};
 use crate::Error;
 use crate::hardware::Hardware;
 use crate::host::{CommandError, FileMode, Host};
@@ -165,14 +171,29 @@ pub async fn apply(cx: &Context<'_>) -> Result<Vec<StepPlan>, Error> {
     let client = admin_client(cx.host).await?;
 
     let mut ticket_step = StepPlan::new("join-ticket");
-    let ticket = join_ticket(cx, fresh_token)?;
-    cx.rendezvous()?.publish(&ticket).await?;
+    let rendezvous = cx.rendezvous()?;
+    let fields = ticket_fields(cx)?;
+    let now = SystemTime::now();
+    let ttl = cx.config.cluster.token_ttl;
+    let ticket = match fresh_token {
+        Some((token, expires_at)) => {
+            let ticket = first_ticket(&fields, &token, expires_at)?;
+            rendezvous.publish(&ticket).await?;
+            ticket
+        }
+        None => {
+            token_rotation::ensure_ticket(&client, rendezvous, &fields, ttl, DEFAULT_GRACE, now)
+                .await?
+                .0
+        }
+    };
     ticket_step.note(format!(
-        "published to {} (expires {})",
-        cx.rendezvous()?.location(),
+        "{} holds a ticket for token {} (expires {})",
+        rendezvous.location(),
+        ticket.token.id(),
         ticket.expires_at_rfc3339()
     ));
-    tracing::info!(rendezvous = %cx.rendezvous()?.location(), expires_at = %ticket.expires_at_rfc3339(), "join ticket published");
+    tracing::info!(rendezvous = %rendezvous.location(), token_id = ticket.token.id(), expires_at = %ticket.expires_at_rfc3339(), "join ticket published");
 
     let mut addons_step = StepPlan::new("addons");
     let settings = AddonSettings::from_config(&cx.config.addons, &recorded_pod_subnet(cx)?)?;
@@ -181,22 +202,92 @@ pub async fn apply(cx: &Context<'_>) -> Result<Vec<StepPlan>, Error> {
         addons_step.note(outcome.to_string());
     }
 
-    let nodes = StepPlan::new("nodes");
+    let mut nodes_step = StepPlan::new("nodes");
+    let expected = nodes::expected_nodes(cx.identity);
+    let deadline = nodes::ready_deadline(expected.len(), &cx.config.cluster);
+    let ready = nodes::wait_until_ready(&client, &expected, deadline).await?;
+    let labelled = nodes::apply_controller_labels(&client, &ready).await?;
+    nodes_step.note(format!(
+        "{}/{} expected nodes Ready after {} s ({} more not in the inventory); labels changed on {labelled}",
+        ready.ready.len(),
+        expected.len(),
+        ready.waited.as_secs(),
+        ready.unexpected.len()
+    ));
 
+    // The DaemonSets can only roll out once nodes are there; reported,
+    // never waited on beyond addons.rollout_timeout_secs.
     let rollout = addons::rollout::rollout_status(
         &client,
         &report.daemon_sets,
         settings.rollout_timeout,
-        Duration::from_secs(5),
+        ROLLOUT_POLL,
     )
     .await?;
     for entry in &rollout.entries {
         addons_step.note(entry.to_string());
     }
     if !rollout.all_ready() {
-        tracing::warn!(report = %rollout, "some addons are not rolled out yet; check `kubectl -n kube-system get ds`");
+        tracing::warn!(report = %rollout, "some addons are not rolled out yet; check `kubectl get ds -A`");
     }
-    Ok(vec![init, ticket_step, addons_step, nodes])
+    Ok(vec![init, ticket_step, addons_step, nodes_step])
+}
+
+/// How often the addons' rollout is looked at.
+const ROLLOUT_POLL: Duration = Duration::from_secs(5);
+
+/// `hpk8s generate-new-token`: a new bootstrap token and a ticket with it,
+/// published whatever the current ticket is. Only on a formed controller.
+pub async fn generate_new_token(cx: &Context<'_>) -> Result<JoinTicket, Error> {
+    let client = formed_controller(cx).await?;
+    Ok(token_rotation::publish_new_token(
+        &client,
+        cx.rendezvous()?,
+        &ticket_fields(cx)?,
+        cx.config.cluster.token_ttl,
+        DEFAULT_GRACE,
+        SystemTime::now(),
+    )
+    .await?)
+}
+
+/// `hpk8s agent` on the controller: keeps a fresh join ticket published
+/// (rotating the token before it expires) and labels nodes that join later,
+/// until `shutdown` resolves.
+pub async fn run_agent(cx: &Context<'_>, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let client = formed_controller(cx).await?;
+    let rendezvous = cx.rendezvous()?;
+    let ttl = cx.config.cluster.token_ttl;
+    let (ticket, _) = token_rotation::ensure_ticket(
+        &client,
+        rendezvous,
+        &ticket_fields(cx)?,
+        ttl,
+        DEFAULT_GRACE,
+        SystemTime::now(),
+    )
+    .await?;
+    let shutdown = shutdown.shared();
+    let rotation = token_rotation::run_rotation(
+        &client,
+        rendezvous,
+        ticket,
+        ttl,
+        DEFAULT_GRACE,
+        shutdown.clone(),
+    );
+    let labelling = nodes::label_joining_nodes(&client, shutdown);
+    let (rotated, labelled) = tokio::join!(rotation, labelling);
+    tracing::info!(labelled, "agent stopped");
+    Ok(rotated?)
+}
+
+/// The admin client of a controller whose `kubeadm init` finished.
+async fn formed_controller(cx: &Context<'_>) -> Result<Client, Error> {
+    match phase::check_membership(cx)? {
+        Membership::ControlPlane => Ok(admin_client(cx.host).await?),
+        _ => Err(ClusterError::NotFormed.into()),
+    }
 }
 
 /// Runs `kubeadm init` with a token generated here, and records the pod
@@ -287,26 +378,35 @@ fn ca_pins(host: &Host) -> Result<Vec<String>, Error> {
     Ok(vec![ca_pin::ca_pin(&pem)?])
 }
 
-/// The ticket to publish: for the token `kubeadm init` just created.
-fn join_ticket(
-    cx: &Context<'_>,
-    fresh: Option<(BootstrapToken, SystemTime)>,
-) -> Result<JoinTicket, Error> {
-    let (token, expires_at) = fresh.ok_or(ClusterError::NoRendezvous)?;
-    Ok(JoinTicket {
-        version: TICKET_VERSION,
+/// What this cluster's join tickets say besides the token.
+fn ticket_fields(cx: &Context<'_>) -> Result<TicketFields, Error> {
+    Ok(TicketFields {
         cluster_id: cx.cluster_key().to_string(),
         endpoint: phase::api_endpoint(cx)?,
-        token: JoinToken::parse(&token.expose_token()).map_err(|source| {
-            Error::Rendezvous(super::rendezvous::RendezvousError::InvalidTicket { source })
-        })?,
         ca_pins: ca_pins(cx.host)?,
-        expires_at,
         kubernetes_version: cx
             .config
             .kubernetes
             .version
             .trim_start_matches('v')
             .to_string(),
+    })
+}
+
+/// The first ticket, for the token `kubeadm init` just created.
+fn first_ticket(
+    fields: &TicketFields,
+    token: &BootstrapToken,
+    expires_at: SystemTime,
+) -> Result<JoinTicket, Error> {
+    Ok(JoinTicket {
+        version: TICKET_VERSION,
+        cluster_id: fields.cluster_id.clone(),
+        endpoint: fields.endpoint.clone(),
+        token: JoinToken::parse(&token.expose_token())
+            .map_err(|source| Error::Rendezvous(RendezvousError::InvalidTicket { source }))?,
+        ca_pins: fields.ca_pins.clone(),
+        expires_at,
+        kubernetes_version: fields.kubernetes_version.clone(),
     })
 }

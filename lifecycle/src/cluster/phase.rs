@@ -151,18 +151,13 @@ pub enum ClusterError {
         /// What is wrong.
         message: String,
     },
-    /// A cluster API call failed.
+    /// A controller command ran before the cluster was formed here.
     #[error(
-        "the API server at {endpoint} did not answer {what}: {message}; check that the control plane is running (`crictl ps` on the controller)"
+        "this node has no formed control plane ({manifest} or {admin} missing); run `hpk8s bootstrap` on the controller first",
+        manifest = kubeadm::APISERVER_MANIFEST,
+        admin = kubeadm::ADMIN_CONF
     )]
-    Api {
-        /// The API endpoint.
-        endpoint: String,
-        /// What was asked.
-        what: &'static str,
-        /// The client's message.
-        message: String,
-    },
+    NotFormed,
     /// The rendezvous is needed but none was given (programming error in a
     /// caller; the binary always builds one for a real run).
     #[error("phase cluster needs the join-ticket rendezvous; only a dry run can do without")]
@@ -182,8 +177,8 @@ impl ClusterError {
             ClusterError::OtherCluster { .. } => 196,
             ClusterError::VersionSkew { .. } => 197,
             ClusterError::AdminKubeconfig { .. } => 198,
-            ClusterError::Api { .. } => 199,
             ClusterError::NoRendezvous => 200,
+            ClusterError::NotFormed => 199,
         }
     }
 }

@@ -354,6 +354,102 @@ fn whole_seconds(t: SystemTime) -> SystemTime {
         .unwrap_or(t)
 }
 
+/// What a join ticket says besides its token: fixed for a formed cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketFields {
+    /// Cluster id.
+    pub cluster_id: String,
+    /// API endpoint `host:port`.
+    pub endpoint: String,
+    /// CA pins.
+    pub ca_pins: Vec<String>,
+    /// The control plane's Kubernetes version.
+    pub kubernetes_version: String,
+}
+
+impl TicketFields {
+    /// Whether `ticket` says the same.
+    fn describe(&self, ticket: &JoinTicket) -> bool {
+        ticket.cluster_id == self.cluster_id
+            && ticket.endpoint == self.endpoint
+            && ticket.ca_pins == self.ca_pins
+            && ticket.kubernetes_version == self.kubernetes_version
+    }
+
+    /// A ticket with these fields for `token`, valid `ttl` from `now`.
+    fn ticket(
+        &self,
+        token: &BootstrapToken,
+        ttl: TokenTtl,
+        now: SystemTime,
+    ) -> Result<JoinTicket, TokenError> {
+        Ok(JoinTicket {
+            version: super::join_ticket::TICKET_VERSION,
+            cluster_id: self.cluster_id.clone(),
+            endpoint: self.endpoint.clone(),
+            token: JoinToken::parse(&token.expose_token())
+                .map_err(|source| TokenError::Ticket { source })?,
+            ca_pins: self.ca_pins.clone(),
+            expires_at: whole_seconds(now + ttl.duration()),
+            kubernetes_version: self.kubernetes_version.clone(),
+        })
+    }
+}
+
+/// Creates a token and publishes a ticket with it, whatever is published
+/// now (`hpk8s generate-new-token`); superseded hpk8s tokens are deleted
+/// once older than `grace`.
+pub async fn publish_new_token(
+    client: &Client,
+    rendezvous: &Rendezvous,
+    fields: &TicketFields,
+    ttl: TokenTtl,
+    grace: Duration,
+    now: SystemTime,
+) -> Result<JoinTicket, TokenError> {
+    let token = create_token(client, ttl, now, &fields.cluster_id).await?;
+    let ticket = fields.ticket(&token, ttl, now)?;
+    rendezvous
+        .publish(&ticket)
+        .await
+        .map_err(|source| TokenError::Publish { source })?;
+    tracing::info!(
+        token_id = token.id(),
+        expires_at = %ticket.expires_at_rfc3339(),
+        rendezvous = %rendezvous.location(),
+        "published a join ticket with a new bootstrap token"
+    );
+    delete_superseded_tokens(client, ticket.token.id(), grace, now).await?;
+    Ok(ticket)
+}
+
+/// The ticket a controller re-run publishes: the published one when it
+/// still describes this cluster, is not due for rotation and its token
+/// exists; otherwise a new token's. Returns the ticket and whether it is new.
+pub async fn ensure_ticket(
+    client: &Client,
+    rendezvous: &Rendezvous,
+    fields: &TicketFields,
+    ttl: TokenTtl,
+    grace: Duration,
+    now: SystemTime,
+) -> Result<(JoinTicket, bool), TokenError> {
+    if let Some(published) = fetch_published(rendezvous).await?
+        && fields.describe(&published)
+        && !rotation_due(&published, ttl, now)
+        && token_exists(client, published.token.id()).await?
+    {
+        tracing::info!(
+            token_id = published.token.id(),
+            expires_at = %published.expires_at_rfc3339(),
+            "the published join ticket is current; keeping it"
+        );
+        return Ok((published, false));
+    }
+    let ticket = publish_new_token(client, rendezvous, fields, ttl, grace, now).await?;
+    Ok((ticket, true))
+}
+
 /// Rotates: creates a token, publishes a ticket with it (same cluster,
 /// endpoint, CA pins and Kubernetes version as `current`, expiring `ttl`
 /// after `now`), then deletes superseded tokens older than `grace`.

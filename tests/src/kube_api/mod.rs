@@ -33,6 +33,7 @@
 //! generators get 415; `create -f` and `apply -f` work).
 
 pub mod authz;
+pub mod bootstrap_signer;
 pub mod discovery;
 pub mod eviction;
 pub mod faults;

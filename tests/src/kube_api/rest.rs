@@ -100,6 +100,26 @@ pub fn handle(shared: &Shared, id: &Identity, req: &ApiRequest<'_>) -> Result<Re
         |old: Option<&Value>, new: Option<&Value>| authz::admit(id, &attrs, old, new, restrict);
     let dry_run = req.query.get("dryRun").is_some_and(|v| v == "All");
     let ns = req.namespace;
+    let result = respond(shared, req, verb, &mut store, &admit, dry_run);
+    let token_written = !matches!(verb, "get" | "list" | "watch")
+        && req.rt.plural == "secrets"
+        && ns == "kube-system";
+    if result.is_ok() && !dry_run && token_written {
+        super::bootstrap_signer::resign(&mut store);
+    }
+    result
+}
+
+/// The verb's effect on the store and the reply.
+fn respond(
+    shared: &Shared,
+    req: &ApiRequest<'_>,
+    verb: &'static str,
+    store: &mut Store,
+    admit: &Admit<'_>,
+    dry_run: bool,
+) -> Result<Reply, ApiError> {
+    let ns = req.namespace;
     match verb {
         "get" => {
             let obj = store.get_or_404(req.rt, ns, req.name)?;
@@ -109,22 +129,22 @@ pub fn handle(shared: &Shared, id: &Identity, req: &ApiRequest<'_>) -> Result<Re
             Ok(Reply::Json(200, as_table(req, &wrapped).unwrap_or(obj)))
         }
         "list" => {
-            let l = list(&store, req)?;
+            let l = list(store, req)?;
             Ok(Reply::Json(200, as_table(req, &l).unwrap_or(l)))
         }
-        "watch" => watch(&store, req),
+        "watch" => watch(store, req),
         "create" if req.sub == "eviction" => {
             let pod = store.get_or_404(req.rt, ns, req.name)?;
             admit(Some(&pod), None)?;
-            eviction::check(&store, &pod)?;
+            eviction::check(store, &pod)?;
             if !dry_run {
                 let graceful = graceful(shared, req, &pod);
-                delete(&mut store, req.rt, ns, req.name, pod, graceful);
+                delete(store, req.rt, ns, req.name, pod, graceful);
             }
             Ok(Reply::Json(201, status::success(201)))
         }
         "create" => {
-            let obj = new_object(&mut store, req.rt, ns, parse_body(req)?)?;
+            let obj = new_object(store, req.rt, ns, parse_body(req)?)?;
             admit(None, Some(&obj))?;
             let name = obj_name(&obj).to_string();
             let out = if dry_run {
@@ -147,10 +167,10 @@ pub fn handle(shared: &Shared, id: &Identity, req: &ApiRequest<'_>) -> Result<Re
             check_rv(req.rt, req.name, &old, &body)?;
             let new = merge_update(req.rt, req.sub, &old, body);
             admit(Some(&old), Some(&new))?;
-            commit_update(&mut store, req.rt, ns, req.name, &old, new, dry_run)
+            commit_update(store, req.rt, ns, req.name, &old, new, dry_run)
                 .map(|o| Reply::Json(200, o))
         }
-        "patch" => patch(&mut store, req, &admit, dry_run),
+        "patch" => patch(store, req, &admit, dry_run),
         "delete" => {
             let old = store.get_or_404(req.rt, ns, req.name)?;
             check_preconditions(req, &old)?;
@@ -161,11 +181,11 @@ pub fn handle(shared: &Shared, id: &Identity, req: &ApiRequest<'_>) -> Result<Re
             let graceful = graceful(shared, req, &old);
             Ok(Reply::Json(
                 200,
-                delete(&mut store, req.rt, ns, req.name, old, graceful),
+                delete(store, req.rt, ns, req.name, old, graceful),
             ))
         }
         "deletecollection" => {
-            let victims = selected(&store, req)?;
+            let victims = selected(store, req)?;
             let mut items = Vec::new();
             for obj in victims {
                 admit(Some(&obj), None)?;
@@ -174,7 +194,7 @@ pub fn handle(shared: &Shared, id: &Identity, req: &ApiRequest<'_>) -> Result<Re
                 items.push(if dry_run {
                     obj
                 } else {
-                    delete(&mut store, req.rt, &vns, &vname, obj, graceful)
+                    delete(store, req.rt, &vns, &vname, obj, graceful)
                 });
             }
             Ok(Reply::Json(
