@@ -1,0 +1,279 @@
+//! The multi-host bed itself (`harness::cluster_bed`): four real systemd
+//! nodes on one LAN, each with its own address; the controller's
+//! `address:6443` is the test API server (TLS, verified against the
+//! cluster CA from a worker); moto answers on the gateway; nothing reaches
+//! IMDS or addresses beyond the LAN; fake GPUs and EFA are what the node
+//! (and hpk8s) sees; `hpk8s bootstrap --phase prepare` runs on all four at
+//! once and installs the kubeadm stand-in; dropping the bed leaves nothing
+//! behind.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use harness::cluster_bed::{self, ArgvRecorder, ClusterBed, Lan, lan};
+use harness::node;
+
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Host pids whose `/proc/<pid>/cmdline` contains `needle`.
+fn pids_with(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn lans_get_distinct_subnets_and_go_away() {
+    if harness::require(harness::netns::available(), "root with iproute2") {
+        return;
+    }
+    let a = Lan::new().expect("first LAN");
+    let b = Lan::new().expect("second LAN");
+    assert_ne!(a.index(), b.index());
+    let bridges = [a.bridge(), b.bridge()];
+    for br in &bridges {
+        assert!(lan::link_exists(br), "{br} missing");
+    }
+    drop(a);
+    drop(b);
+    for br in &bridges {
+        assert!(!lan::link_exists(br), "{br} left behind");
+    }
+}
+
+#[test]
+fn four_nodes_on_one_lan_prepare_in_parallel_and_leave_nothing() {
+    if cluster_bed::require() {
+        return;
+    }
+    let t0 = Instant::now();
+    let argv = ArgvRecorder::start();
+    let bed = ClusterBed::builder()
+        .workers(3)
+        .gpu_worker(0, 4)
+        .efa_worker(0, 2)
+        .build()
+        .expect("bed builds");
+    let booted = t0.elapsed();
+    eprintln!(
+        "bed on {} booted in {booted:?}: {:?}",
+        bed.lan().cidr(),
+        bed.nodes()
+            .iter()
+            .map(|n| (n.instance(), n.address()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(bed.nodes().len(), 4);
+    let controller = bed.controller();
+    let worker = &bed.workers()[0];
+    let gw = bed.lan().gateway();
+
+    // Each node has its own address on eth0.
+    for n in bed.nodes() {
+        let addrs = n
+            .exec_ok(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
+            .expect("ip addr");
+        assert!(
+            addrs.contains(&format!("{}/24", n.address())),
+            "{}: {addrs}",
+            n.instance()
+        );
+    }
+
+    // From a worker, the controller's address:6443 is the test API server:
+    // TLS verified against the cluster CA for that IP, /version answers.
+    let script = format!(
+        "printf 'GET /version HTTP/1.1\\r\\nHost: {ip}\\r\\nConnection: close\\r\\n\\r\\n' | \
+         timeout 20 openssl s_client -quiet -verify_return_error -verify_ip {ip} \
+         -CAfile {ca} -connect {ip}:6443 2>&1",
+        ip = controller.address(),
+        ca = cluster_bed::CA_CERT
+    );
+    let version = worker
+        .exec_ok(&["bash", "-c", &script])
+        .expect("TLS to the controller from a worker");
+    assert!(
+        version.contains("HTTP/1.1 200") && version.contains("gitVersion"),
+        "{version}"
+    );
+    // The test process (root namespace) reaches it too, with real kubectl.
+    let out = bed.kubectl(&["get", "--raw", "/version"]).expect("kubectl");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("gitVersion"));
+
+    // moto answers on the gateway, from a worker.
+    let moto_port = bed
+        .moto()
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let probe = worker
+        .exec_ok(&[
+            "bash",
+            "-c",
+            &format!(
+                "exec 3<>/dev/tcp/{gw}/{moto_port}; printf 'GET /moto-api/data.json HTTP/1.0\\r\\n\\r\\n' >&3; timeout 10 cat <&3"
+            ),
+        ])
+        .expect("moto from a worker");
+    assert!(probe.starts_with("HTTP/1.1 200"), "{probe}");
+    assert_eq!(bed.read_secret().expect("GetSecretValue"), None);
+
+    // Nothing beyond the LAN: IMDS is unreachable at once, a TEST-NET
+    // address (never routed) is not forwarded by the gateway.
+    for target in ["169.254.169.254/80", "203.0.113.7/80"] {
+        let out = worker
+            .exec(&[
+                "timeout",
+                "5",
+                "bash",
+                "-c",
+                &format!("exec 3<>/dev/tcp/{target}"),
+            ])
+            .expect("probe");
+        assert!(!out.status.success(), "{target} answered: {}", text(&out));
+    }
+
+    // The fake PCI bus: the GPU worker sees its GPUs and EFA, the
+    // controller none; hpk8s counts them.
+    let vendors = |n: &cluster_bed::BedNode| {
+        n.exec_ok(&[
+            "bash",
+            "-c",
+            "cat /sys/bus/pci/devices/*/vendor | sort | uniq -c",
+        ])
+        .expect("read PCI vendors")
+    };
+    let gpu_vendors = vendors(worker);
+    assert!(gpu_vendors.contains("4 0x10de"), "{gpu_vendors}");
+    let efa = worker
+        .exec_ok(&[
+            "bash",
+            "-c",
+            "grep -l 0xefa1 /sys/bus/pci/devices/*/device | wc -l",
+        ])
+        .expect("EFA");
+    assert_eq!(efa, "2");
+    assert!(!vendors(controller).contains("0x10de"));
+    let plan = worker
+        .exec_ok(&[
+            "hpk8s",
+            "bootstrap",
+            "--phase",
+            "prepare",
+            "--dry-run",
+            "--output",
+            "json",
+        ])
+        .expect("dry run on the GPU worker");
+    assert!(plan.contains("4 NVIDIA GPU(s)"), "{plan}");
+
+    // Phase prepare on all four at once.
+    let t_prepare = Instant::now();
+    let mut runs = bed
+        .spawn_all(&["hpk8s", "bootstrap", "--phase", "prepare"])
+        .expect("spawn prepare");
+    for r in &mut runs {
+        let out = r.wait(PREPARE_TIMEOUT).expect("prepare finishes");
+        assert!(
+            out.status.success(),
+            "{} failed: {}\n{}",
+            r.label(),
+            text(&out),
+            bed.all_logs()
+        );
+    }
+    let prepared = t_prepare.elapsed();
+    let stand_in = std::fs::read(harness::kubeadm_bin()).expect("stand-in binary");
+    for n in bed.nodes() {
+        assert_eq!(
+            n.read("/usr/bin/kubeadm").map(|b| b.len()),
+            Some(stand_in.len()),
+            "{}: /usr/bin/kubeadm is not the stand-in",
+            n.instance()
+        );
+        let v = n
+            .exec_ok(&["kubeadm", "version", "-o", "short"])
+            .expect("kubeadm version");
+        assert_eq!(v, "v1.34.1", "{}", n.instance());
+    }
+    let logs = bed.all_logs();
+    assert!(logs.contains("applying"), "{logs}");
+    assert_eq!(
+        bed.node_files(controller, "/opt/ml/config/*.json").len(),
+        1,
+        "node_files"
+    );
+    assert!(
+        argv.saw("bootstrap --phase prepare"),
+        "the recorder missed hpk8s"
+    );
+    assert!(!argv.saw(cluster_bed::SECRET_ACCESS_KEY));
+
+    // Drop leaves nothing behind.
+    let netns: Vec<String> = bed
+        .nodes()
+        .iter()
+        .map(|n| n.netns().name().to_string())
+        .collect();
+    let mut links = bed.lan().veths().to_vec();
+    links.push(bed.lan().bridge());
+    let roots: Vec<PathBuf> = bed.nodes().iter().map(|n| n.root()).collect();
+    let machines: Vec<String> = bed.nodes().iter().map(|n| n.name().to_string()).collect();
+    let moto_endpoint = bed.moto().endpoint();
+    let t_drop = Instant::now();
+    drop(bed);
+    let dropped = t_drop.elapsed();
+    for ns in &netns {
+        assert!(
+            !std::path::Path::new(harness::netns::NETNS_DIR)
+                .join(ns)
+                .exists(),
+            "namespace {ns} left"
+        );
+    }
+    for l in &links {
+        assert!(!lan::link_exists(l), "link {l} left");
+    }
+    for r in &roots {
+        assert!(
+            node::mounts_under(r).is_empty(),
+            "mounts under {}",
+            r.display()
+        );
+        assert!(!r.exists(), "{} left", r.display());
+    }
+    for m in &machines {
+        assert!(
+            pids_with(&format!("--machine={m}")).is_empty(),
+            "nspawn {m} left"
+        );
+    }
+    let moto_port = moto_endpoint.rsplit(':').next().unwrap();
+    assert!(
+        pids_with(&format!("--port\0{moto_port}")).is_empty(),
+        "moto left"
+    );
+    eprintln!(
+        "timings: boot {booted:?}, prepare on 4 nodes {prepared:?}, drop {dropped:?}, total {:?}",
+        t0.elapsed()
+    );
+}
