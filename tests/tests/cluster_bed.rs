@@ -202,11 +202,12 @@ fn four_nodes_on_one_lan_prepare_in_parallel_and_leave_nothing() {
         );
     }
     let prepared = t_prepare.elapsed();
-    let stand_in = std::fs::read(harness::kubeadm_bin()).expect("stand-in binary");
+    let stand_in =
+        std::fs::read(bed.mirror_layout().binary("kubeadm")).expect("the mirror's kubeadm");
     for n in bed.nodes() {
         assert_eq!(
-            n.read("/usr/bin/kubeadm").map(|b| b.len()),
-            Some(stand_in.len()),
+            n.read("/usr/bin/kubeadm").as_ref(),
+            Some(&stand_in),
             "{}: /usr/bin/kubeadm is not the stand-in",
             n.instance()
         );
@@ -215,6 +216,17 @@ fn four_nodes_on_one_lan_prepare_in_parallel_and_leave_nothing() {
             .expect("kubeadm version");
         assert_eq!(v, "v1.34.1", "{}", n.instance());
     }
+    // It is the Rust stand-in (a script would answer without its JSON).
+    let bare = worker
+        .node()
+        .exec(&["kubeadm", "version", "-o", "short"])
+        .expect("kubeadm without the bed's environment");
+    assert!(
+        !bare.status.success()
+            && String::from_utf8_lossy(&bare.stderr).contains("HPK8S_FAKE_KUBEADM"),
+        "{}",
+        text(&bare)
+    );
     let logs = bed.all_logs();
     assert!(logs.contains("applying"), "{logs}");
     assert_eq!(

@@ -58,7 +58,7 @@ pub use self::argv::ArgvRecorder;
 pub use self::lan::Lan;
 use crate::kube_api::TestApiServer;
 use crate::kubeadm_stand_in::StandInConfig;
-use crate::mirror::{MirrorBuilder, MirrorServer};
+use crate::mirror::{MirrorBuilder, MirrorLayout, MirrorServer};
 use crate::moto::Moto;
 use crate::netns::{Netns, resolve};
 use crate::node::{self, NspawnNode, kill_tree};
@@ -108,6 +108,7 @@ pub const PCI_DEVICES: &str = "/sys/bus/pci/devices";
 pub const FAKE_PCI_DIR: &str = "/var/lib/hpk8s-test/pci";
 
 const KUBECTL: &str = "kubectl";
+const OBJCOPY: &str = "objcopy";
 /// How long the bed waits for its own setup commands inside nodes.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -247,8 +248,9 @@ impl ClusterBedBuilder {
         // Servers on the gateway.
         let moto = Moto::start_on(IpAddr::V4(gateway))?;
         let mirror_dir = dir.path().join("mirror");
-        MirrorBuilder::new(K8S_VERSION)
-            .binary_file("kubeadm", crate::kubeadm_bin())
+        let kubeadm = slim_copy(&crate::kubeadm_bin(), dir.path())?;
+        let mirror_layout = MirrorBuilder::new(K8S_VERSION)
+            .binary_file("kubeadm", &kubeadm)
             .write(&mirror_dir)
             .context("cannot write the mirror")?;
         let mirror = MirrorServer::serve_on(
@@ -261,6 +263,7 @@ impl ClusterBedBuilder {
             keepers: Vec::new(),
             api: None,
             mirror,
+            mirror_layout,
             moto,
             rt: Some(rt),
             lan,
@@ -590,6 +593,32 @@ fn mount_fake_pci(node: &NspawnNode) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A copy of `binary` in `dir` without debug sections (a third of the size:
+/// four nodes download and hash it at once), keeping the symbol table for
+/// backtraces; the binary itself where `objcopy` is missing.
+#[allow(clippy::disallowed_methods)] // test harness launches real components
+fn slim_copy(binary: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    let Some(objcopy) = resolve(OBJCOPY) else {
+        return Ok(binary.to_path_buf());
+    };
+    let name = binary.file_name().context("binary has no file name")?;
+    let slim = dir.join(name);
+    let out = std::process::Command::new(objcopy)
+        .arg("--strip-debug")
+        .arg(binary)
+        .arg(&slim)
+        .output()
+        .context("cannot run objcopy")?;
+    if !out.status.success() {
+        bail!(
+            "objcopy --strip-debug {} failed: {}",
+            binary.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(slim)
+}
+
 /// Keeps a booted node's nspawn alive (see [`ClusterBedBuilder::build`]).
 struct Keeper {
     release: Option<mpsc::Sender<()>>,
@@ -603,6 +632,7 @@ pub struct ClusterBed {
     keepers: Vec<Keeper>,
     api: Option<TestApiServer>,
     mirror: MirrorServer,
+    mirror_layout: MirrorLayout,
     moto: Moto,
     rt: Option<tokio::runtime::Runtime>,
     lan: Lan,
@@ -708,6 +738,11 @@ impl ClusterBed {
     /// The mirror server (on the gateway).
     pub fn mirror(&self) -> &MirrorServer {
         &self.mirror
+    }
+
+    /// The mirror's tree (`layout.binary("kubeadm")` is what nodes install).
+    pub fn mirror_layout(&self) -> &MirrorLayout {
+        &self.mirror_layout
     }
 
     /// The environment every node's hpk8s runs with.
