@@ -289,3 +289,34 @@ fn four_nodes_on_one_lan_prepare_in_parallel_and_leave_nothing() {
         t0.elapsed()
     );
 }
+
+#[test]
+fn moto_pauses_and_resumes() {
+    if harness::require(
+        harness::moto::Moto::available(),
+        "moto (set HPK8S_MOTO_PYTHON)",
+    ) {
+        return;
+    }
+    use std::io::{Read as _, Write as _};
+    let moto = harness::moto::Moto::start().expect("moto");
+    let addr: std::net::SocketAddr = moto
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("moto address");
+    let get = || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"GET /moto-api/data.json HTTP/1.0\r\n\r\n")?;
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    };
+    assert_eq!(get().expect("moto answers").trim(), "HTTP/1.1 200");
+    moto.pause().expect("pause");
+    let frozen = get();
+    assert!(frozen.is_err(), "a paused moto answered: {frozen:?}");
+    moto.resume().expect("resume");
+    assert_eq!(get().expect("moto answers again").trim(), "HTTP/1.1 200");
+}

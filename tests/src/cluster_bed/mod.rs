@@ -830,13 +830,12 @@ impl ClusterBed {
                 ("journal -u kubelet", &["-u", "kubelet"][..]),
                 ("journal -u hpk8s*", &["-u", "hpk8s*"][..]),
             ] {
-                let mut argv = vec!["journalctl", "--no-pager", "-o", "short-precise"];
-                argv.extend_from_slice(args);
-                let text = match n.node.exec(&argv) {
-                    Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
-                    Err(e) => format!("cannot read: {e:#}"),
-                };
-                let _ = writeln!(out, "=== {} {what} ===\n{text}", n.instance);
+                let _ = writeln!(
+                    out,
+                    "=== {} {what} ===\n{}",
+                    n.instance,
+                    n.journal_with(args)
+                );
             }
         }
         let _ = writeln!(out, "=== moto (last lines) ===\n{}", self.moto.log_tail());
@@ -1009,6 +1008,22 @@ impl BedNode {
         })
     }
 
+    /// Journal entries selected by `journalctl` arguments (`-t hpk8s`,
+    /// `-u kubelet`), one line each: time, message and the structured
+    /// fields (`STEP=…`, `CHANGE=…`) that `-o short` would hide.
+    pub fn journal_with(&self, selectors: &[&str]) -> String {
+        let mut argv = vec!["journalctl", "--no-pager", "-o", "json"];
+        argv.extend_from_slice(selectors);
+        match self.node.exec(&argv) {
+            Ok(o) => String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(format_journal_entry)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => format!("cannot read the journal ({selectors:?}): {e:#}"),
+        }
+    }
+
     /// The journal of syslog identifier `tag` (`hpk8s`).
     pub fn journal_tag(&self, tag: &str) -> String {
         self.node
@@ -1041,6 +1056,49 @@ impl BedNode {
             })
             .collect()
     }
+}
+
+/// Journal fields every entry has, left out of [`format_journal_entry`].
+const JOURNAL_NOISE: &[&str] = &[
+    "MESSAGE",
+    "PRIORITY",
+    "SYSLOG_IDENTIFIER",
+    "SYSLOG_FACILITY",
+    "SYSLOG_PID",
+    "SYSLOG_TIMESTAMP",
+    "CODE_FILE",
+    "CODE_LINE",
+    "CODE_FUNC",
+    "TARGET",
+    "SPAN_CODE_FILE",
+    "SPAN_CODE_LINE",
+    "SPAN_TARGET",
+];
+
+/// One `journalctl -o json` line as `seconds.micros IDENT: MESSAGE K=V…`.
+fn format_journal_entry(line: &str) -> String {
+    let Ok(Value::Object(entry)) = serde_json::from_str::<Value>(line) else {
+        return line.to_string();
+    };
+    let field = |k: &str| match entry.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    let micros: u64 = field("__REALTIME_TIMESTAMP").parse().unwrap_or(0);
+    let mut text = format!(
+        "{}.{:06} {}: {}",
+        micros / 1_000_000,
+        micros % 1_000_000,
+        field("SYSLOG_IDENTIFIER"),
+        field("MESSAGE")
+    );
+    for (k, _) in entry.iter() {
+        if !k.starts_with('_') && !JOURNAL_NOISE.contains(&k.as_str()) {
+            let _ = write!(text, " {k}={}", field(k));
+        }
+    }
+    text
 }
 
 /// Expands `pattern` (components with `*`) under `root`, from node
