@@ -116,6 +116,11 @@ fn four_nodes_on_one_lan_prepare_in_parallel_and_leave_nothing() {
     let out = bed.kubectl(&["get", "--raw", "/version"]).expect("kubectl");
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("gitVersion"));
+    let client = bed.admin_client().expect("admin client");
+    let info = bed
+        .block_on(client.apiserver_version())
+        .expect("kube client /version");
+    assert!(!info.git_version.is_empty());
 
     // moto answers on the gateway, from a worker.
     let moto_port = bed

@@ -223,6 +223,9 @@ impl ClusterBedBuilder {
     #[allow(clippy::disallowed_methods)] // test harness launches real components
     pub fn build(self) -> anyhow::Result<ClusterBed> {
         let started = Instant::now();
+        // kube (ring) and the AWS SDK (aws-lc-rs) are both linked: pick one
+        // process-wide, before any client is built.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         if self.workers == 0 || self.workers > 200 {
             bail!("a bed needs 1..=200 workers, not {}", self.workers);
         }
@@ -717,6 +720,25 @@ impl ClusterBed {
     /// (server `https://<controller>:6443`, reachable from the test).
     pub fn admin_kubeconfig(&self) -> &Path {
         self.api().admin_kubeconfig_path()
+    }
+
+    /// A kube client as `kubernetes-admin` (use it with
+    /// [`Self::block_on`]). kube's retries of 429/503 are off, so faults
+    /// surface at once.
+    pub fn admin_client(&self) -> anyhow::Result<kube::Client> {
+        let path = self.admin_kubeconfig().to_path_buf();
+        self.block_on(async move {
+            let kubeconfig = kube::config::Kubeconfig::read_from(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut config = kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .context("loading the admin kubeconfig")?;
+            config.default_retry = false;
+            kube::Client::try_from(config).context("building the admin kube client")
+        })
     }
 
     /// Runs the real `kubectl` with the admin kubeconfig.
