@@ -82,7 +82,7 @@ step "nothing left behind"
 leftovers() {
 	ip netns list 2>/dev/null | grep -E '^hpk8s-' || true
 	# Test LAN bridges and veths (harness::cluster_bed::lan).
-	ip -o link show 2>/dev/null | grep -oE ' hpk8s-[^:@]*' || true
+	ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | grep -E '^hpk8s-' || true
 	losetup -a 2>/dev/null | grep -E 'hpk8s' || true
 	grep -E 'hpk8s-' /proc/self/mountinfo || true
 	pgrep -af 'moto_server|hpk8s_moto|systemd-nspawn|target/debug/kubeadm' || true

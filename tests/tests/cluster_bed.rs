@@ -24,20 +24,6 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
-/// Host pids whose `/proc/<pid>/cmdline` contains `needle`.
-fn pids_with(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .expect("read /proc")
-        .flatten()
-        .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
 #[test]
 fn lans_get_distinct_subnets_and_go_away() {
     if harness::require(harness::netns::available(), "root with iproute2") {
@@ -280,13 +266,13 @@ fn four_nodes_on_one_lan_prepare_in_parallel_and_leave_nothing() {
     }
     for m in &machines {
         assert!(
-            pids_with(&format!("--machine={m}")).is_empty(),
+            cluster_bed::pids_whose_cmdline_contains(&format!("--machine={m}")).is_empty(),
             "nspawn {m} left"
         );
     }
     let moto_port = moto_endpoint.rsplit(':').next().unwrap();
     assert!(
-        pids_with(&format!("--port\0{moto_port}")).is_empty(),
+        cluster_bed::pids_whose_cmdline_contains(&format!("--port\0{moto_port}")).is_empty(),
         "moto left"
     );
     eprintln!(

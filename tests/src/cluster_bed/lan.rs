@@ -51,6 +51,7 @@ impl Lan {
     /// pid, so parallel processes rarely contend) and creates its bridge.
     pub fn new() -> anyhow::Result<Self> {
         std::fs::create_dir_all(LOCK_DIR).with_context(|| format!("cannot create {LOCK_DIR}"))?;
+        sweep_stale();
         let start = std::process::id() % 250;
         for k in 0..250u32 {
             let index = u8::try_from((start + k) % 250 + 1).context("LAN index")?;
@@ -218,8 +219,36 @@ fn address_in_use(index: u8) -> bool {
     })
 }
 
+/// Deletes the links of every LAN whose owner died (its lock is free),
+/// e.g. after a test process was killed.
+pub fn sweep_stale() {
+    let bridges: Vec<u8> = harness_links()
+        .iter()
+        .filter_map(|l| l.strip_prefix(BRIDGE_PREFIX)?.parse().ok())
+        .collect();
+    for index in bridges {
+        let lock_path = Path::new(LOCK_DIR).join(format!("{index}.lock"));
+        if let Ok(lock) = File::create(&lock_path)
+            && lock.try_lock().is_ok()
+        {
+            sweep_index(index);
+        }
+    }
+}
+
 /// Deletes the bridge and root-side veths of LAN `index` (a dead owner's).
 fn sweep_index(index: u8) {
+    // moto of a killed test process, bound to this LAN's gateway.
+    let moto_args = format!("hpk8s_moto.py\0--host\010.{SECOND_OCTET}.{index}.{GATEWAY_HOST}\0");
+    for pid in crate::cluster_bed::pids_whose_cmdline_contains(&moto_args) {
+        eprintln!("killing a stale test LAN's moto (pid {pid})");
+        if let Ok(p) = i32::try_from(pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
     let bridge = format!("{BRIDGE_PREFIX}{index}");
     let veth_prefix = format!("{VETH_PREFIX}{index}-");
     for link in harness_links() {

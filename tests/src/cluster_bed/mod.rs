@@ -107,6 +107,9 @@ pub const PCI_DEVICES: &str = "/sys/bus/pci/devices";
 /// The fake PCI tree inside the node, bind-mounted over [`PCI_DEVICES`].
 pub const FAKE_PCI_DIR: &str = "/var/lib/hpk8s-test/pci";
 
+/// Prefix of every bed's directory under [`node::WORK_DIR`], followed by
+/// the owner's pid and `-`.
+pub const BED_DIR_PREFIX: &str = "hpk8s-bed-";
 const KUBECTL: &str = "kubectl";
 const OBJCOPY: &str = "objcopy";
 /// How long the bed waits for its own setup commands inside nodes.
@@ -235,8 +238,10 @@ impl ClusterBedBuilder {
                 self.workers
             );
         }
+        node::sweep_stale();
+        sweep_stale_dirs();
         let dir = tempfile::Builder::new()
-            .prefix(&format!("hpk8s-bed-{}-", std::process::id()))
+            .prefix(&format!("{BED_DIR_PREFIX}{}-", std::process::id()))
             .tempdir_in(node::WORK_DIR)
             .context("cannot create the bed's directory")?;
         let lan = Lan::new()?;
@@ -471,6 +476,40 @@ impl ClusterBedBuilder {
             table.insert(last, toml_edit::Item::Value(value));
         }
         Ok(doc.to_string())
+    }
+}
+
+/// Host pids whose raw `/proc/<pid>/cmdline` (arguments NUL-separated)
+/// contains `needle`.
+pub fn pids_whose_cmdline_contains(needle: &str) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+/// Removes the directories of beds whose test process died.
+fn sweep_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(node::WORK_DIR) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let owner = name
+            .strip_prefix(BED_DIR_PREFIX)
+            .and_then(|r| r.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if owner.is_some_and(|pid| !crate::netns::pid_alive(pid)) {
+            eprintln!("removing stale bed directory {}", e.path().display());
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 
