@@ -254,9 +254,16 @@ pub struct NodeBuilder {
     files: Vec<(String, Vec<u8>, u32)>,
     netns: Option<Netns>,
     overlay_root: bool,
+    hostname: Option<String>,
 }
 
 impl NodeBuilder {
+    /// The node's host name (default: its machine name `hpk8s-<pid>-<n>`).
+    pub fn hostname(mut self, name: &str) -> Self {
+        self.hostname = Some(name.to_string());
+        self
+    }
+
     /// Boots on an overlay of the cached root file system (its changes in
     /// the node's directory) instead of a full copy: about 5 s less per
     /// node, and the cache is never written. containerd's overlayfs
@@ -406,6 +413,9 @@ impl NodeBuilder {
                 "--network-namespace-path={}",
                 netns.path().display()
             ));
+        if let Some(h) = &self.hostname {
+            cmd.arg(format!("--hostname={h}"));
+        }
         for b in &self.binds {
             let flag = if b.read_only { "--bind-ro" } else { "--bind" };
             cmd.arg(format!("{flag}={}:{}", b.host.display(), b.node));
@@ -456,7 +466,8 @@ impl NspawnNode {
         NodeBuilder::default()
     }
 
-    /// Machine name (also the node's host name).
+    /// Machine name (also the node's host name unless
+    /// [`NodeBuilder::hostname`] set another).
     pub fn name(&self) -> &str {
         &self.name
     }

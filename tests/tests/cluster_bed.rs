@@ -70,8 +70,9 @@ fn four_nodes_on_one_lan_prepare_in_parallel_and_leave_nothing() {
     let worker = &bed.workers()[0];
     let gw = bed.lan().gateway();
 
-    // Each node has its own address on eth0.
+    // Each node has its own address on eth0, and an EC2-style host name.
     for n in bed.nodes() {
+        assert_eq!(n.exec_ok(&["hostname"]).expect("hostname"), n.hostname());
         let addrs = n
             .exec_ok(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
             .expect("ip addr");

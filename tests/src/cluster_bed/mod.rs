@@ -363,6 +363,7 @@ impl ClusterBedBuilder {
         for plan in plans {
             let mut builder = NspawnNode::builder()
                 .overlay_root(true)
+                .hostname(&hostname_for(plan.address))
                 .netns(plan.netns)
                 .bind_ro(crate::hpk8s_bin(), HPK8S_IN_NODE)
                 .file(RESOURCE_CONFIG, resource_config.clone(), 0o644)
@@ -522,6 +523,11 @@ struct NodePlan {
     address: Ipv4Addr,
     netns: Netns,
     hardware: FakeHardware,
+}
+
+/// An EC2-style host name, `ip-10-213-7-11`.
+pub fn hostname_for(address: Ipv4Addr) -> String {
+    format!("ip-{}", address.to_string().replace('.', "-"))
 }
 
 /// `i-` and 17 hex digits, stable per LAN and host.
@@ -983,6 +989,12 @@ impl BedNode {
     /// The instance id (`i-…`).
     pub fn instance_id(&self) -> &str {
         &self.instance_id
+    }
+
+    /// The node's host name (`ip-10-213-7-11`): its Kubernetes node name,
+    /// since `resource_config.json` names no host.
+    pub fn hostname(&self) -> String {
+        hostname_for(self.address)
     }
 
     /// The node's LAN address (its `CustomerIpAddress`).
