@@ -83,6 +83,20 @@ fn four_nodes_on_one_lan_prepare_in_parallel_and_leave_nothing() {
         );
     }
 
+    // hpk8s on each node finds itself in resource_config.json.
+    for n in bed.nodes() {
+        let id = n
+            .exec_ok(&["hpk8s", "identity", "--output", "json"])
+            .expect("hpk8s identity");
+        let id: serde_json::Value = serde_json::from_str(&id).expect("identity JSON");
+        assert_eq!(id["address"], n.address().to_string(), "{id}");
+        assert_eq!(id["group"], n.group(), "{id}");
+        assert_eq!(id["instance_id"], n.instance_id(), "{id}");
+        assert_eq!(id["node_name"], n.hostname(), "{id}");
+        assert_eq!(id["expected_nodes"], 4, "{id}");
+        assert_eq!(id["cluster"]["id"], cluster_bed::CLUSTER_ID, "{id}");
+    }
+
     // From a worker, the controller's address:6443 is the test API server:
     // TLS verified against the cluster CA for that IP, /version answers.
     let script = format!(
