@@ -97,6 +97,20 @@ fn four_nodes_on_one_lan_prepare_in_parallel_and_leave_nothing() {
         assert_eq!(id["cluster"]["id"], cluster_bed::CLUSTER_ID, "{id}");
     }
 
+    // systemd units get the bed's environment too (an `hpk8s agent` unit).
+    let unit_env = controller
+        .node()
+        .exec_ok(&[
+            "systemd-run",
+            "--wait",
+            "--pipe",
+            "--quiet",
+            "printenv",
+            "AWS_ENDPOINT_URL",
+        ])
+        .expect("systemd-run");
+    assert_eq!(unit_env, bed.moto().endpoint());
+
     // From a worker, the controller's address:6443 is the test API server:
     // TLS verified against the cluster CA for that IP, /version answers.
     let script = format!(

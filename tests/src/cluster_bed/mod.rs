@@ -31,12 +31,22 @@
 //! Commands started in nodes ([`BedNode::spawn`], [`BedNode::exec`]) die
 //! with the thread that started them: start them from the test's thread.
 //!
-//! Fake hardware: every node's `/sys/bus/pci/devices` is a bind-mounted
-//! tree the bed writes (an ENA and an NVMe function, plus NVIDIA GPUs and
-//! EFA adapters as asked), so what `lifecycle::hardware` detects is what
-//! the test says, not what the build machine has. `/sys/class/infiniband`
-//! is left alone (a bind needs a mount point, and sysfs is read-only and
-//! has no such class here); EFA is detected from the PCI tree.
+//! Every node gets [`RESOURCE_CONFIG`] (HyperPod format, its LAN address
+//! as `CustomerIpAddress`), [`CONFIG_TOML`] (controller group, the mirror,
+//! Kubernetes [`K8S_VERSION`], a short rendezvous poll cap and token TTL),
+//! the stand-in's JSON ([`STAND_IN_JSON`]), the cluster CA ([`CA_CERT`]),
+//! and the bed's environment ([`ClusterBed::node_env`]: stand-in JSON,
+//! moto endpoint, static credentials, region, IMDS off) for commands run
+//! through [`BedNode`], in [`ENV_FILE`] and for every systemd unit.
+//!
+//! Fake hardware: every node's `/sys/bus/pci/devices` is a tree the bed
+//! writes (an ENA and an NVMe function, plus NVIDIA GPUs and EFA adapters
+//! as asked), bind-mounted from inside the node after boot (nspawn mounts
+//! its `/sys` over its own `--bind`s there), so what `lifecycle::hardware`
+//! detects is what the test says, not what the build machine has.
+//! `/sys/class/infiniband` is left alone: sysfs is read-only and has no
+//! such class here, so there is no mount point; EFA is detected from the
+//! PCI tree.
 
 pub mod argv;
 pub mod lan;
