@@ -4,8 +4,9 @@
 //! cluster CA from a worker); moto answers on the gateway; nothing reaches
 //! IMDS or addresses beyond the LAN; fake GPUs and EFA are what the node
 //! (and hpk8s) sees; `hpk8s bootstrap --phase prepare` runs on all four at
-//! once and installs the kubeadm stand-in; dropping the bed leaves nothing
-//! behind.
+//! once and installs the kubeadm stand-in, which then inits on the
+//! controller and joins a worker across the LAN (token never in an argument
+//! list); dropping the bed leaves nothing behind.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,6 +15,8 @@ use harness::cluster_bed::{self, ArgvRecorder, ClusterBed, Lan, lan};
 use harness::node;
 
 const PREPARE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A bootstrap token for the stand-in's init and join.
+const TOKEN: &str = "bedtst.0123456789abcdef";
 
 fn text(out: &std::process::Output) -> String {
     format!(
@@ -249,6 +252,58 @@ fn four_nodes_on_one_lan_prepare_in_parallel_and_leave_nothing() {
     );
     let logs = bed.all_logs();
     assert!(logs.contains("applying"), "{logs}");
+
+    // The installed stand-in forms a cluster across the LAN: init on the
+    // controller, join from a worker through the controller's address,
+    // both nodes registered and Ready in the API server.
+    let ctl_ip = controller.address();
+    let init = format!(
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nbootstrapTokens:\n- token: {TOKEN}\n  ttl: 10m0s\nlocalAPIEndpoint:\n  advertiseAddress: {ctl_ip}\n  bindPort: 6443\nnodeRegistration:\n  name: {}\n---\napiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nkubernetesVersion: v1.34.1\nnetworking:\n  podSubnet: 10.244.0.0/16\n",
+        controller.hostname()
+    );
+    let pin = lifecycle::cluster::ca_pin::ca_pin(bed.api().ca_pem().as_bytes()).expect("CA pin");
+    let join = format!(
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\ndiscovery:\n  bootstrapToken:\n    apiServerEndpoint: {ctl_ip}:6443\n    token: {TOKEN}\n    caCertHashes:\n    - {pin}\nnodeRegistration:\n  name: {}\n",
+        worker.hostname()
+    );
+    for (n, cmd, config) in [(controller, "init", init), (worker, "join", join)] {
+        std::fs::write(n.root().join("root/kubeadm.yaml"), config).expect("kubeadm config");
+        let out = n
+            .exec(&["kubeadm", cmd, "--config", "/root/kubeadm.yaml"])
+            .expect("kubeadm");
+        assert!(out.status.success(), "kubeadm {cmd}: {}", text(&out));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in [controller, worker] {
+        loop {
+            let node = bed.api().get_json("nodes", "", &n.hostname());
+            let ready = node
+                .as_ref()
+                .and_then(|o| o.pointer("/status/conditions"))
+                .and_then(|c| c.as_array())
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                });
+            if ready {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not Ready: {node:?}",
+                n.hostname()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert!(
+        !argv.saw(TOKEN),
+        "the bootstrap token was in an argument list"
+    );
+    assert!(
+        argv.saw("kubeadm join --config"),
+        "the recorder missed kubeadm join"
+    );
     assert_eq!(
         bed.node_files(controller, "/opt/ml/config/*.json").len(),
         1,
