@@ -920,6 +920,47 @@ impl ClusterBed {
     }
 }
 
+impl ClusterBed {
+    /// Where `secret` shows up: the [`Self::all_logs`] sections holding it,
+    /// the argument lists `argv` saw with it, and files under the nodes'
+    /// `/etc/hpk8s` and `/var/lib/hpk8s` that hold it and are not 0600.
+    /// Empty means no leak.
+    pub fn leaks(&self, secret: &str, argv: Option<&ArgvRecorder>) -> Vec<String> {
+        let mut found = Vec::new();
+        let logs = self.all_logs();
+        let mut section = String::new();
+        for line in logs.lines() {
+            if line.starts_with("=== ") {
+                section = line.to_string();
+            } else if line.contains(secret) {
+                found.push(format!("log {section}"));
+            }
+        }
+        found.dedup();
+        if let Some(a) = argv {
+            found.extend(a.matching(secret).into_iter().map(|l| format!("argv: {l}")));
+        }
+        for n in &self.nodes {
+            for pattern in ["/etc/hpk8s/*", "/var/lib/hpk8s/*", "/var/lib/hpk8s/*/*"] {
+                for (path, contents) in n.files(pattern) {
+                    if !String::from_utf8_lossy(&contents).contains(secret) {
+                        continue;
+                    }
+                    let host = n.root().join(path.trim_start_matches('/'));
+                    let mode = std::fs::metadata(&host).map_or(0o777, |m| {
+                        use std::os::unix::fs::PermissionsExt as _;
+                        m.permissions().mode() & 0o777
+                    });
+                    if mode & 0o077 != 0 {
+                        found.push(format!("{} {path} (mode {mode:04o})", n.instance));
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
 impl Drop for ClusterBed {
     fn drop(&mut self) {
         // Power every node off at once (each may take seconds).
