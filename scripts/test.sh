@@ -81,6 +81,8 @@ step "nothing left behind"
 # Detached helpers (the kubeadm stand-in's delayed Ready) get a few seconds.
 leftovers() {
 	ip netns list 2>/dev/null | grep -E '^hpk8s-' || true
+	# Test LAN bridges and veths (harness::cluster_bed::lan).
+	ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | grep -E '^hpk8s-' || true
 	losetup -a 2>/dev/null | grep -E 'hpk8s' || true
 	grep -E 'hpk8s-' /proc/self/mountinfo || true
 	pgrep -af 'moto_server|hpk8s_moto|systemd-nspawn|target/debug/kubeadm' || true

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+pub mod cluster_bed;
 pub mod fixtures;
 pub mod imds;
 pub mod kube_api;

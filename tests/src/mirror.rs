@@ -63,6 +63,8 @@ pub struct MirrorBuilder {
     version: String,
     arch: String,
     binaries: Vec<String>,
+    /// Binaries served from a real file instead of a stand-in script.
+    files: Vec<(String, PathBuf)>,
 }
 
 impl MirrorBuilder {
@@ -73,7 +75,21 @@ impl MirrorBuilder {
             version: version.trim_start_matches('v').to_string(),
             arch: host_arch().to_string(),
             binaries: BINARIES.iter().map(|b| b.to_string()).collect(),
+            files: Vec::new(),
         }
+    }
+
+    /// Serves the file at `path` as `binary` (e.g. the real kubeadm
+    /// stand-in, [`crate::kubeadm_bin`], as `kubeadm`) instead of a script.
+    /// The tree gets a copy, so rebuilding the file later does not change
+    /// what the mirror serves or its checksum.
+    pub fn binary_file(mut self, binary: &str, path: impl Into<PathBuf>) -> Self {
+        self.files.retain(|(b, _)| b != binary);
+        self.files.push((binary.to_string(), path.into()));
+        if !self.binaries.iter().any(|b| b == binary) {
+            self.binaries.push(binary.to_string());
+        }
+        self
     }
 
     /// Another architecture (`amd64`, `arm64`).
@@ -98,13 +114,18 @@ impl MirrorBuilder {
         };
         std::fs::create_dir_all(layout.binary_dir())?;
         for binary in &self.binaries {
-            let script = stand_in_script(binary, &self.version);
+            let contents = match self.files.iter().find(|(b, _)| b == binary) {
+                Some((_, file)) => std::fs::read(file).map_err(|e| {
+                    io::Error::new(e.kind(), format!("reading {}: {e}", file.display()))
+                })?,
+                None => stand_in_script(binary, &self.version).into_bytes(),
+            };
             let path = layout.binary(binary);
-            std::fs::write(&path, &script)?;
+            std::fs::write(&path, &contents)?;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
             std::fs::write(
                 layout.checksum_file(binary),
-                format!("{}  {binary}\n", sha256_hex(script.as_bytes())),
+                format!("{}  {binary}\n", sha256_hex(&contents)),
             )?;
         }
         Ok(layout)

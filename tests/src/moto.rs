@@ -8,7 +8,7 @@
 //! moto fails under CI instead of skipping.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,6 +36,7 @@ pub const DEFAULT_REGION: &str = "us-west-2";
 #[derive(Debug)]
 pub struct Moto {
     child: Child,
+    host: IpAddr,
     port: u16,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -76,11 +77,18 @@ impl Moto {
 
     /// Starts the patched moto server on a free port and waits until it
     /// accepts connections.
-    #[allow(clippy::disallowed_methods)] // test harness launches real components
     pub fn start() -> Result<Moto> {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        Self::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// Starts the server on a free port of `host`, an address of this
+    /// (root) network namespace such as a test LAN's gateway, so that test
+    /// nodes behind the bridge reach it.
+    #[allow(clippy::disallowed_methods)] // test harness launches real components
+    pub fn start_on(host: IpAddr) -> Result<Moto> {
+        let port = TcpListener::bind((host, 0))
             .and_then(|l| l.local_addr())
-            .context("find a free 127.0.0.1 port for moto")?
+            .with_context(|| format!("find a free {host} port for moto"))?
             .port();
         let dir = tempfile::tempdir().context("temp dir for the moto log")?;
         let log = dir.path().join("moto.log");
@@ -91,7 +99,7 @@ impl Moto {
         let python = python();
         let child = Command::new(&python)
             .arg(launcher())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--host", &host.to_string(), "--port", &port.to_string()])
             // Belt and braces: moto never needs real credentials or IMDS.
             .env("AWS_ACCESS_KEY_ID", "hpk8s-test")
             .env("AWS_SECRET_ACCESS_KEY", "hpk8s-test")
@@ -103,6 +111,7 @@ impl Moto {
             .with_context(|| format!("start {} {}", python.display(), launcher().display()))?;
         let mut moto = Moto {
             child,
+            host,
             port,
             log,
             _dir: dir,
@@ -113,7 +122,7 @@ impl Moto {
     }
 
     fn wait_ready(&mut self) -> Result<()> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let addr = SocketAddr::from((self.host, self.port));
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -142,9 +151,32 @@ impl Moto {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`http://<host>:PORT` from [`Moto::start_on`]).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", SocketAddr::from((self.host, self.port)))
+    }
+
+    /// The server's whole output so far (werkzeug logs every request).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Freezes the server (SIGSTOP): connections are still accepted by the
+    /// kernel but never answered, as with an unreachable endpoint, until
+    /// [`Moto::resume`]. Dropping a paused server still kills it.
+    pub fn pause(&self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Lets a [`Moto::pause`]d server answer again (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = i32::try_from(self.child.id()).context("moto's pid is out of range")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            .with_context(|| format!("send {signal} to moto (pid {pid})"))
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<Value> {

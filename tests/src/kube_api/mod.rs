@@ -97,10 +97,29 @@ impl TestApiServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the test API server to 127.0.0.1")?;
+        Self::serve(listener, &[]).await
+    }
+
+    /// Starts a server on `listener` (e.g. one bound inside a test node's
+    /// network namespace with [`crate::netns::Netns::listen_tcp`]), its
+    /// serving certificate also valid for `ip_sans`. The URL and
+    /// kubeconfigs name the listener's address.
+    pub async fn start_on(
+        listener: std::net::TcpListener,
+        ip_sans: &[std::net::IpAddr],
+    ) -> anyhow::Result<Self> {
+        listener
+            .set_nonblocking(true)
+            .context("making the test API server's listener non-blocking")?;
+        let listener = TcpListener::from_std(listener).context("handing the listener to tokio")?;
+        Self::serve(listener, ip_sans).await
+    }
+
+    async fn serve(listener: TcpListener, ip_sans: &[std::net::IpAddr]) -> anyhow::Result<Self> {
         let address = listener.local_addr()?.to_string();
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::default()),
-            pki: Pki::new()?,
+            pki: Pki::with_ip_sans(ip_sans)?,
             tokens: Mutex::new(HashMap::new()),
             faults: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
@@ -129,7 +148,8 @@ impl TestApiServer {
         Ok(api)
     }
 
-    /// `https://127.0.0.1:<port>`.
+    /// `https://<listener address>` (`https://127.0.0.1:<port>` from
+    /// [`Self::start`]).
     pub fn url(&self) -> &str {
         &self.url
     }

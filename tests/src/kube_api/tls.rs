@@ -39,6 +39,12 @@ impl Pki {
     /// Makes a CA and a serving certificate valid for `127.0.0.1` and
     /// `localhost`.
     pub fn new() -> anyhow::Result<Self> {
+        Self::with_ip_sans(&[])
+    }
+
+    /// As [`Pki::new`], the serving certificate also valid for `extra_ips`
+    /// (a server listening on a test node's LAN address).
+    pub fn with_ip_sans(extra_ips: &[std::net::IpAddr]) -> anyhow::Result<Self> {
         let ca_key = KeyPair::generate().context("generating the test CA key")?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -57,8 +63,9 @@ impl Pki {
         let issuer = Issuer::new(ca_params, ca_key);
 
         let server_key = KeyPair::generate()?;
-        let mut server_params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+        let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        names.extend(extra_ips.iter().map(ToString::to_string));
+        let mut server_params = CertificateParams::new(names)?;
         server_params
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");
