@@ -192,12 +192,29 @@ async fn selectors_and_pagination() {
 
     let first = pods.list(&ListParams::default().limit(2)).await.unwrap();
     let token = first.metadata.continue_.clone().unwrap();
+    let snapshot_rv = first.metadata.resource_version.clone();
     assert_eq!(names(first), ["p0", "p1"]);
+    // A change between pages: later pages still show the first page's
+    // snapshot and version (a consistent list, as the real server gives),
+    // so a watch from that version replays the change instead of losing it.
+    api.apply_json(
+        PodFixture::test("default", "p3")
+            .on_node("n2")
+            .with_label("tier", "changed")
+            .json(),
+    )
+    .unwrap();
     let second = pods
         .list(&ListParams::default().limit(2).continue_token(&token))
         .await
         .unwrap();
+    assert_eq!(second.metadata.resource_version, snapshot_rv);
     let token = second.metadata.continue_.clone().unwrap();
+    let p3_tier = second.items[1].metadata.labels.as_ref().unwrap()["tier"].clone();
+    assert_eq!(
+        p3_tier, "cpu",
+        "page 2 is not from the first page's snapshot"
+    );
     assert_eq!(names(second), ["p2", "p3"]);
     let last = pods
         .list(&ListParams::default().limit(2).continue_token(&token))
@@ -211,6 +228,18 @@ async fn selectors_and_pagination() {
             .is_empty()
     );
     assert_eq!(names(last), ["p4"]);
+    // A token outlives its page until compaction; then it is 410 Expired.
+    let again = pods
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(names(again), ["p4"]);
+    api.compact();
+    let e = pods
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(e).0, 410);
 }
 
 #[tokio::test]

@@ -618,9 +618,17 @@ pub async fn apply_controller_labels(
     client: &Client,
     report: &ReadyReport,
 ) -> Result<usize, NodesError> {
+    // A few requests in flight: a thousand nodes one at a time take
+    // seconds, all at once would be a burst the API server may throttle.
+    let mut results = futures::stream::iter(report.labels_to_apply())
+        .map(|(node, wanted)| async move {
+            let result = label_node(client, &node, &wanted).await;
+            (node, result)
+        })
+        .buffer_unordered(LABEL_CONCURRENCY);
     let mut changed = 0;
-    for (node, wanted) in report.labels_to_apply() {
-        match label_node(client, &node, &wanted).await {
+    while let Some((node, result)) = results.next().await {
+        match result {
             Ok(true) => changed += 1,
             Ok(false) => {}
             Err(e @ NodesError::NodeGone { .. }) => tracing::warn!(%node, "{e}"),
@@ -629,6 +637,9 @@ pub async fn apply_controller_labels(
     }
     Ok(changed)
 }
+
+/// Label updates in flight at once.
+pub const LABEL_CONCURRENCY: usize = 16;
 
 /// For the long-running agent on the controller: watches Nodes and gives
 /// each Ready node the [`controller_labels`] derived from its own labels

@@ -269,46 +269,35 @@ fn list_body(
     json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": meta, "items": items})
 }
 
-/// `limit` / `continue` pagination: the continue token is the position
-/// (`namespace/name`) of the last item returned.
-fn list(store: &Store, req: &ApiRequest<'_>) -> Result<Value, ApiError> {
-    let after = match req.query.get("continue").filter(|c| !c.is_empty()) {
-        Some(token) => {
-            let raw = B64
-                .decode(token)
-                .map_err(|_| ApiError::bad_request("invalid continue token"))?;
-            Some(
-                String::from_utf8(raw)
-                    .map_err(|_| ApiError::bad_request("invalid continue token"))?,
-            )
-        }
-        None => None,
-    };
-    let items: Vec<Value> = selected(store, req)?
-        .into_iter()
-        .filter(|o| {
-            after
-                .as_deref()
-                .is_none_or(|a| format!("{}/{}", obj_namespace(o), obj_name(o)).as_str() > a)
-        })
-        .collect();
+/// `limit` / `continue` pagination. Later pages come from the snapshot the
+/// first page was cut from, with its resourceVersion (a consistent list, as
+/// the real API server serves it; a client that watches from that version
+/// misses nothing). A token that is unknown or outlived a compaction gets
+/// 410 Expired, and the client lists again.
+fn list(store: &mut Store, req: &ApiRequest<'_>) -> Result<Value, ApiError> {
     let limit = req
         .query
         .get("limit")
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0);
-    let rv = store.resource_version();
+    let (rv, items) = match req.query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => {
+            let raw = B64
+                .decode(token)
+                .ok()
+                .and_then(|t| String::from_utf8(t).ok())
+                .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
+            store.page(&raw).ok_or_else(ApiError::continue_expired)?
+        }
+        None => (store.resource_version(), selected(store, req)?),
+    };
     match limit {
         Some(limit) if items.len() > limit => {
-            let page: Vec<Value> = items[..limit].to_vec();
-            let last = &page[limit - 1];
-            let token = B64.encode(format!("{}/{}", obj_namespace(last), obj_name(last)));
-            Ok(list_body(
-                req.rt,
-                rv,
-                page,
-                Some((token, items.len() - limit)),
-            ))
+            let mut page = items;
+            let rest = page.split_off(limit);
+            let remaining = rest.len();
+            let token = B64.encode(store.keep_page(rv, rest));
+            Ok(list_body(req.rt, rv, page, Some((token, remaining))))
         }
         _ => Ok(list_body(req.rt, rv, items, None)),
     }

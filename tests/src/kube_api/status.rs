@@ -123,6 +123,16 @@ impl ApiError {
         )
     }
 
+    /// 410 for a list continue token that is unknown or outlived a compaction.
+    pub fn continue_expired() -> Self {
+        Self::new(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".to_string(),
+            None,
+        )
+    }
+
     /// 415 for a patch content type the server does not know.
     pub fn unsupported_media_type(content_type: &str) -> Self {
         Self::new(

@@ -68,6 +68,10 @@ pub struct Store {
     history_limit: usize,
     compacted: u64,
     tx: broadcast::Sender<Arc<Event>>,
+    /// The rest of paged lists, by continue token: later pages come from
+    /// the snapshot the first page was taken from, as the real API server
+    /// serves them (a consistent list at one resourceVersion).
+    pages: std::collections::HashMap<String, (u64, Vec<Value>)>,
 }
 
 impl Default for Store {
@@ -80,6 +84,7 @@ impl Default for Store {
             history_limit: DEFAULT_HISTORY,
             compacted: 0,
             tx: broadcast::channel(4096).0,
+            pages: std::collections::HashMap::new(),
         }
     }
 }
@@ -178,10 +183,24 @@ impl Store {
         let _ = self.tx.send(event);
     }
 
+    /// Keeps the rest of a paged list taken at `rv`; returns its token.
+    pub fn keep_page(&mut self, rv: u64, rest: Vec<Value>) -> String {
+        let token = format!("{rv}-{}", self.next_serial());
+        self.pages.insert(token.clone(), (rv, rest));
+        token
+    }
+
+    /// The rest of a paged list (its resourceVersion and items); a token
+    /// may be used again, as the real server's may until compaction.
+    pub fn page(&self, token: &str) -> Option<(u64, Vec<Value>)> {
+        self.pages.get(token).cloned()
+    }
+
     /// Drops the retained history, as etcd compaction does: watches from
     /// any version older than now then fail with 410 Gone.
     pub fn compact(&mut self) {
         self.history.clear();
+        self.pages.clear();
         self.compacted = self.rv;
     }
 
