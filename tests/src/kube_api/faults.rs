@@ -17,22 +17,32 @@ pub enum FaultKind {
 }
 
 /// A fault armed for the next `remaining` requests whose path starts with
-/// `prefix`.
+/// `prefix` (or equals it, when `exact`), of `method` when given.
 #[derive(Debug, Clone)]
 pub struct Fault {
     /// Path prefix (`/api/v1/nodes`).
     pub prefix: String,
+    /// Only requests with exactly this path.
+    pub exact: bool,
+    /// Only requests with this HTTP method.
+    pub method: Option<String>,
     /// What happens.
     pub kind: FaultKind,
     /// How many more requests it hits.
     pub remaining: usize,
 }
 
-/// Takes one hit from the first armed fault matching `path`.
-pub fn take(faults: &mut Vec<Fault>, path: &str) -> Option<FaultKind> {
-    let pos = faults
-        .iter()
-        .position(|f| f.remaining > 0 && path.starts_with(&f.prefix))?;
+/// Takes one hit from the first armed fault matching `method` and `path`.
+pub fn take(faults: &mut Vec<Fault>, method: &str, path: &str) -> Option<FaultKind> {
+    let pos = faults.iter().position(|f| {
+        f.remaining > 0
+            && f.method.as_deref().is_none_or(|m| m == method)
+            && if f.exact {
+                path == f.prefix
+            } else {
+                path.starts_with(&f.prefix)
+            }
+    })?;
     let fault = &mut faults[pos];
     fault.remaining -= 1;
     let kind = fault.kind;

@@ -295,9 +295,28 @@ impl TestApiServer {
     pub fn inject_fault(&self, path_prefix: &str, kind: FaultKind, times: usize) {
         lock(&self.shared.faults).push(Fault {
             prefix: path_prefix.to_string(),
+            exact: false,
+            method: None,
             kind,
             remaining: times,
         });
+    }
+
+    /// Arms a fault for the next `times` `method` requests to exactly `path`
+    /// (not its subresources).
+    pub fn inject_fault_on(&self, method: &str, path: &str, kind: FaultKind, times: usize) {
+        lock(&self.shared.faults).push(Fault {
+            prefix: path.to_string(),
+            exact: true,
+            method: Some(method.to_string()),
+            kind,
+            remaining: times,
+        });
+    }
+
+    /// How many injected fault hits are still armed.
+    pub fn armed_faults(&self) -> usize {
+        lock(&self.shared.faults).iter().map(|f| f.remaining).sum()
     }
 
     /// Every request received so far.

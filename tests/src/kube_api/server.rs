@@ -179,7 +179,7 @@ async fn handle(
     let Some(identity) = identity else {
         return Ok(error_response(&ApiError::unauthorized()));
     };
-    let fault = faults::take(&mut lock(&shared.faults), &path);
+    let fault = faults::take(&mut lock(&shared.faults), &method, &path);
     match fault {
         Some(FaultKind::Status(code)) => return Ok(error_response(&ApiError::injected(code))),
         Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
