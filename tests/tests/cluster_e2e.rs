@@ -37,6 +37,26 @@ fn bed() -> ClusterBed {
         .expect("the bed builds")
 }
 
+/// `hpk8s bootstrap` on every worker, in the background.
+fn start_workers(bed: &ClusterBed) -> Vec<Running> {
+    bed.workers()
+        .iter()
+        .map(|w| w.spawn(&["hpk8s", "bootstrap"]).expect("start a worker"))
+        .collect()
+}
+
+/// No worker gave up while there is no controller yet.
+fn assert_still_waiting(runs: &mut [Running]) {
+    for r in runs {
+        assert!(
+            r.try_wait().expect("worker state").is_none(),
+            "{} ended before the controller started: {}",
+            r.label(),
+            r.stderr_text()
+        );
+    }
+}
+
 fn wait_all(bed: &ClusterBed, runs: &mut [Running]) {
     for run in runs {
         let out = run.wait(BOOTSTRAP_TIMEOUT).expect("hpk8s bootstrap ends");
@@ -199,20 +219,9 @@ fn workers_first() {
     let argv = ArgvRecorder::start();
     let bed = bed();
     let started = Instant::now();
-    let mut runs: Vec<Running> = bed
-        .workers()
-        .iter()
-        .map(|w| w.spawn(&["hpk8s", "bootstrap"]).expect("start a worker"))
-        .collect();
+    let mut runs = start_workers(&bed);
     std::thread::sleep(Duration::from_secs(3));
-    for r in &mut runs {
-        assert!(
-            r.try_wait().expect("worker state").is_none(),
-            "{} ended before the controller started: {}",
-            r.label(),
-            r.stderr_text()
-        );
-    }
+    assert_still_waiting(&mut runs);
     runs.push(
         bed.controller()
             .spawn(&["hpk8s", "bootstrap"])
@@ -246,25 +255,14 @@ fn late_controller_and_a_moto_outage() {
     }
     let argv = ArgvRecorder::start();
     let bed = bed();
-    let mut runs: Vec<Running> = bed
-        .workers()
-        .iter()
-        .map(|w| w.spawn(&["hpk8s", "bootstrap"]).expect("start a worker"))
-        .collect();
+    let mut runs = start_workers(&bed);
     // Mid-poll, the rendezvous stops answering for 20 s.
     std::thread::sleep(Duration::from_secs(20));
     bed.moto().pause().expect("pause moto");
     std::thread::sleep(Duration::from_secs(20));
     bed.moto().resume().expect("resume moto");
     std::thread::sleep(Duration::from_secs(20));
-    for r in &mut runs {
-        assert!(
-            r.try_wait().expect("worker state").is_none(),
-            "{} gave up while the controller was not there yet: {}",
-            r.label(),
-            r.stderr_text()
-        );
-    }
+    assert_still_waiting(&mut runs);
     // The controller's first label updates fail with 500 (only its PATCHes
     // of the Node objects, not the kubelets' status updates): retried.
     for w in bed.workers() {

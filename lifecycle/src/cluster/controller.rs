@@ -60,18 +60,7 @@ pub async fn plan(cx: &Context<'_>) -> Result<Vec<StepPlan>, Error> {
     } else {
         let version = phase::kubeadm_version(cx, Some(&mut init))?;
         // A throw-away token: the plan shows the file's size, never its bytes.
-        let token = BootstrapToken::generate().map_err(|e| Error::ClusterConfig(e.into()))?;
-        let rendered = kubeadm_config::render_init(
-            cx.identity,
-            cx.config,
-            &Hardware::detect(cx.host)?,
-            &token,
-            version,
-        )?;
-        let network = rendered
-            .pod_network()
-            .cloned()
-            .expect("render_init always sizes the pod network");
+        let (_, rendered, network) = init_documents(cx, version)?;
         init.note(format!(
             "pod network {} with /{} per node: {} nodes fit, {} needed (expected plus headroom); services {}",
             network.pod_subnet,
@@ -297,18 +286,7 @@ async fn kubeadm_init(
     done: &mut StepPlan,
 ) -> Result<(BootstrapToken, SystemTime), Error> {
     let version = phase::kubeadm_version(cx, None)?;
-    let token = BootstrapToken::generate().map_err(|e| Error::ClusterConfig(e.into()))?;
-    let rendered = kubeadm_config::render_init(
-        cx.identity,
-        cx.config,
-        &Hardware::detect(cx.host)?,
-        &token,
-        version,
-    )?;
-    let network = rendered
-        .pod_network()
-        .cloned()
-        .expect("render_init always sizes the pod network");
+    let (token, rendered, network) = init_documents(cx, version)?;
     // kubeadm counts the TTL from its own start: taking `now` first makes
     // the ticket's expiry a little early, never late.
     let expires_at = SystemTime::now() + cx.config.cluster.token_ttl.duration();
@@ -336,6 +314,34 @@ async fn kubeadm_init(
         .write_atomic(CLUSTER_RECORD, text.as_bytes(), FileMode::CONFIG)?;
     done.push(Change::run(cmd, "initialised the control plane"));
     Ok((token, expires_at))
+}
+
+/// A new first token and the `kubeadm init` documents carrying it, with
+/// the pod network they size.
+fn init_documents(
+    cx: &Context<'_>,
+    version: kubeadm_config::KubeadmVersion,
+) -> Result<
+    (
+        BootstrapToken,
+        kubeadm_config::Rendered,
+        pod_network::PodNetwork,
+    ),
+    Error,
+> {
+    let token = BootstrapToken::generate().map_err(|e| Error::ClusterConfig(e.into()))?;
+    let rendered = kubeadm_config::render_init(
+        cx.identity,
+        cx.config,
+        &Hardware::detect(cx.host)?,
+        &token,
+        version,
+    )?;
+    let network = rendered
+        .pod_network()
+        .cloned()
+        .expect("render_init always sizes the pod network");
+    Ok((token, rendered, network))
 }
 
 /// The admin kubeconfig is a cluster-admin credential: root only.

@@ -372,6 +372,27 @@ fn expired(e: &watcher::Error) -> bool {
     matches!(e, watcher::Error::WatchStartFailed(kube::Error::Api(s)) if s.code == 410)
 }
 
+/// A failed watch: started over from a fresh list when the version it
+/// resumes from is gone, otherwise left to the watcher's own backoff; a
+/// repeated error is logged once.
+fn on_watch_error(
+    client: &Client,
+    e: &watcher::Error,
+    events: &mut NodeEvents,
+    last_error: &mut Option<String>,
+) {
+    if expired(e) {
+        tracing::info!("the Node watch expired (410 Gone); listing Nodes again");
+        *events = node_events(client);
+        return;
+    }
+    let text = e.to_string();
+    if last_error.as_ref() != Some(&text) {
+        tracing::warn!(error = %text, "watching Nodes failed; retrying");
+    }
+    *last_error = Some(text);
+}
+
 /// Waits until every `expected` node has a Ready Node (matched by
 /// `InternalIP`), watching Nodes; fails at `deadline` naming the missing
 /// nodes. API errors while watching are retried (with kube's watcher
@@ -459,17 +480,7 @@ pub async fn wait_until_ready(
                 Some(Ok(watcher::Event::Delete(node))) => {
                     nodes.remove(&node.metadata.name.unwrap_or_default());
                 }
-                Some(Err(e)) if expired(&e) => {
-                    tracing::info!("the Node watch expired (410 Gone); listing Nodes again");
-                    events = node_events(client);
-                }
-                Some(Err(e)) => {
-                    let text = e.to_string();
-                    if last_error.as_ref() != Some(&text) {
-                        tracing::warn!(error = %text, "watching Nodes failed; retrying");
-                    }
-                    last_error = Some(text);
-                }
+                Some(Err(e)) => on_watch_error(client, &e, &mut events, &mut last_error),
                 // The watcher restarts itself; it never ends.
                 None => {}
             },
@@ -679,17 +690,7 @@ async fn label_loop(client: &Client, labelled: &mut usize) {
                     pending.remove(&node.metadata.name.unwrap_or_default());
                 }
                 Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => last_error = None,
-                Some(Err(e)) if expired(&e) => {
-                    tracing::info!("the Node watch expired (410 Gone); listing Nodes again");
-                    events = node_events(client);
-                }
-                Some(Err(e)) => {
-                    let text = e.to_string();
-                    if last_error.as_ref() != Some(&text) {
-                        tracing::warn!(error = %text, "watching Nodes failed; retrying");
-                    }
-                    last_error = Some(text);
-                }
+                Some(Err(e)) => on_watch_error(client, &e, &mut events, &mut last_error),
                 None => {}
             },
             _ = tick.tick() => {
