@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use harness::kube_api::TestApiServer;
 use harness::kubeadm_stand_in::runner::StandInRunner;
+use harness::moto::Moto;
 use lifecycle::cluster::join_ticket::JoinTicket;
 use lifecycle::cluster::kubeadm;
 use lifecycle::cluster::phase::{self, Context};
@@ -27,13 +28,25 @@ use lifecycle::identity::{self, NodeIdentity, Overrides};
 use serde_json::Value;
 
 const CONTROLLER: &str = "10.20.0.1";
+const REGION: &str = "us-west-2";
+/// The default secret name for cluster `phase-test`.
+const SECRET: &str = "hyperpod-k8s-phase-test";
 const WORKERS: [&str; 2] = ["10.20.0.2", "10.20.0.3"];
 
-/// A cluster of node roots sharing one API server and one rendezvous dir.
+/// Where the bed's nodes exchange the ticket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Directory,
+    SecretsManager,
+}
+
+/// A cluster of node roots sharing one API server and one rendezvous: a
+/// directory, or moto's Secrets Manager.
 struct Bed {
     api: TestApiServer,
     shared: tempfile::TempDir,
     port: u16,
+    moto: Option<(Moto, aws_config::SdkConfig)>,
 }
 
 /// One node: its root, host and resolved identity.
@@ -47,13 +60,37 @@ struct Node {
 
 impl Bed {
     async fn start() -> Bed {
+        Bed::start_with(Kind::Directory).await
+    }
+
+    /// A bed whose rendezvous is `kind` (callers check moto first).
+    async fn start_with(kind: Kind) -> Bed {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let api = TestApiServer::start().await.unwrap();
         let port = api.url().rsplit(':').next().unwrap().parse().unwrap();
+        let moto = match kind {
+            Kind::Directory => None,
+            Kind::SecretsManager => {
+                let moto = Moto::start().unwrap();
+                let sdk = moto.sdk_config(REGION).await;
+                Some((moto, sdk))
+            }
+        };
         Bed {
             api,
             shared: tempfile::tempdir().unwrap(),
             port,
+            moto,
+        }
+    }
+
+    fn rendezvous_toml(&self) -> String {
+        match self.moto {
+            None => format!(
+                "kind = \"directory\"\ndirectory = \"{}\"\n",
+                self.shared.path().display()
+            ),
+            Some(_) => "kind = \"secrets-manager\"\n".to_string(),
         }
     }
 
@@ -76,16 +113,14 @@ control_plane_endpoint = "127.0.0.1:{port}"
 token_ttl = "1h"
 
 [rendezvous]
-kind = "directory"
-directory = "{dir}"
-poll_cap_ms = 100
+{rendezvous}poll_cap_ms = 100
 deadline_secs = 20
 
 [addons]
 rollout_timeout_secs = 0
 "#,
             port = self.port,
-            dir = self.shared.path().display()
+            rendezvous = self.rendezvous_toml()
         )
     }
 
@@ -107,8 +142,9 @@ rollout_timeout_secs = 0
         let identity = identity::resolve_with(&host, &config, &Overrides::default())
             .await
             .unwrap();
+        let sdk = self.moto.as_ref().map(|(_, sdk)| sdk);
         let rendezvous =
-            Rendezvous::from_config(&config.rendezvous, phase::cluster_key(&identity), None)
+            Rendezvous::from_config(&config.rendezvous, phase::cluster_key(&identity), sdk)
                 .unwrap();
         Node {
             root,
@@ -123,8 +159,52 @@ rollout_timeout_secs = 0
         self.shared.path().join(TICKET_FILE)
     }
 
-    fn ticket(&self) -> JoinTicket {
-        JoinTicket::parse(&std::fs::read_to_string(self.ticket_path()).unwrap()).unwrap()
+    /// The published ticket's text (the secret's AWSCURRENT value).
+    async fn ticket_text(&self) -> Option<String> {
+        match &self.moto {
+            None => std::fs::read_to_string(self.ticket_path()).ok(),
+            Some((_, sdk)) => aws_sdk_secretsmanager::Client::new(sdk)
+                .get_secret_value()
+                .secret_id(SECRET)
+                .version_stage("AWSCURRENT")
+                .send()
+                .await
+                .ok()
+                .and_then(|v| v.secret_string().map(str::to_string)),
+        }
+    }
+
+    /// Replaces the published ticket with `text` (as a broken or stale
+    /// controller would have).
+    async fn put_ticket_text(&self, text: &str) {
+        match &self.moto {
+            None => std::fs::write(self.ticket_path(), text).unwrap(),
+            Some((_, sdk)) => {
+                aws_sdk_secretsmanager::Client::new(sdk)
+                    .put_secret_value()
+                    .secret_id(SECRET)
+                    .secret_string(text)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    async fn ticket(&self) -> JoinTicket {
+        JoinTicket::parse(&self.ticket_text().await.unwrap()).unwrap()
+    }
+
+    async fn ticket_json(&self) -> Value {
+        serde_json::from_str(&self.ticket_text().await.unwrap()).unwrap()
+    }
+
+    /// `secret NAME` or `file PATH`: how errors name the rendezvous.
+    fn location(&self) -> String {
+        match self.moto {
+            None => self.ticket_path().display().to_string(),
+            Some(_) => SECRET.to_string(),
+        }
     }
 }
 
@@ -248,7 +328,7 @@ async fn workers_started_first_join_the_controller_and_nothing_leaks() {
     }
 
     // The ticket: 0600, this cluster, the API endpoint, the CA's pin.
-    let ticket = bed.ticket();
+    let ticket = bed.ticket().await;
     assert_eq!(
         std::fs::metadata(bed.ticket_path())
             .unwrap()
@@ -355,14 +435,40 @@ async fn formed(bed: &Bed) -> Node {
     controller
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_corrupted_ticket_fails_fast_with_the_location_and_field() {
-    let bed = Bed::start().await;
+/// Whether moto is missing (a failure under CI, a skip elsewhere).
+fn moto_missing() -> bool {
+    harness::require(
+        Moto::available(),
+        "moto's server (pip install 'moto[server]')",
+    )
+}
+
+/// Both rendezvous kinds run each fault test.
+macro_rules! for_both_rendezvous {
+    ($case:ident: $directory:ident, $secrets_manager:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $directory() {
+            $case(Kind::Directory).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $secrets_manager() {
+            if moto_missing() {
+                return;
+            }
+            $case(Kind::SecretsManager).await;
+        }
+    };
+}
+
+for_both_rendezvous!(corrupted_ticket: a_corrupted_ticket_file_fails_fast, a_corrupted_secret_fails_fast);
+
+async fn corrupted_ticket(kind: Kind) {
+    let bed = Bed::start_with(kind).await;
     let _controller = formed(&bed).await;
-    let text = std::fs::read_to_string(bed.ticket_path()).unwrap();
-    let mut ticket: Value = serde_json::from_str(&text).unwrap();
+    let mut ticket = bed.ticket_json().await;
     ticket["ca_pins"] = serde_json::json!(["sha256:nothex"]);
-    std::fs::write(bed.ticket_path(), ticket.to_string()).unwrap();
+    bed.put_ticket_text(&ticket.to_string()).await;
 
     let late = bed.node_with("10.20.0.3", |_| {}).await;
     let started = std::time::Instant::now();
@@ -374,23 +480,20 @@ async fn a_corrupted_ticket_fails_fast_with_the_location_and_field() {
     assert_eq!(err.exit_code(), 120, "{err}");
     let message = err.to_string();
     assert!(message.contains("ca_pins[0]"), "{message}");
-    assert!(
-        message.contains(&bed.ticket_path().display().to_string()),
-        "{message}"
-    );
+    assert!(message.contains(&bed.location()), "{message}");
     assert!(!late.path(kubeadm::KUBELET_CONF).exists());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_ca_pin_mismatch_refuses_to_join() {
-    let bed = Bed::start().await;
+for_both_rendezvous!(ca_pin_mismatch: a_ca_pin_mismatch_in_a_file_refuses_to_join, a_ca_pin_mismatch_in_a_secret_refuses_to_join);
+
+async fn ca_pin_mismatch(kind: Kind) {
+    let bed = Bed::start_with(kind).await;
     let _controller = formed(&bed).await;
-    let mut ticket: Value =
-        serde_json::from_str(&std::fs::read_to_string(bed.ticket_path()).unwrap()).unwrap();
+    let mut ticket = bed.ticket_json().await;
     let token = ticket["token"].as_str().unwrap().to_string();
     // A well-formed pin of some other CA: a redirected or stale ticket.
     ticket["ca_pins"] = serde_json::json!([format!("sha256:{}", "ab".repeat(32))]);
-    std::fs::write(bed.ticket_path(), ticket.to_string()).unwrap();
+    bed.put_ticket_text(&ticket.to_string()).await;
 
     let late = bed.node_with("10.20.0.3", |_| {}).await;
     let err = late.bootstrap().await.unwrap_err();
@@ -413,18 +516,18 @@ async fn admin_client(api: &TestApiServer) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_expired_ticket_is_never_used_and_a_rotation_lets_a_polling_worker_join() {
-    let bed = Bed::start().await;
+for_both_rendezvous!(rotation_while_polling: an_expired_file_ticket_is_never_used_and_rotation_lets_a_worker_join, an_expired_secret_is_never_used_and_rotation_lets_a_worker_join);
+
+async fn rotation_while_polling(kind: Kind) {
+    let bed = Bed::start_with(kind).await;
     let controller = formed(&bed).await;
-    let old = bed.ticket();
+    let old = bed.ticket().await;
 
     // The published ticket has expired, and its token is gone from the
     // cluster: a worker that used it would fail to join.
-    let mut expired: Value =
-        serde_json::from_str(&std::fs::read_to_string(bed.ticket_path()).unwrap()).unwrap();
+    let mut expired = bed.ticket_json().await;
     expired["expires_at"] = "2020-01-01T00:00:00Z".into();
-    std::fs::write(bed.ticket_path(), expired.to_string()).unwrap();
+    bed.put_ticket_text(&expired.to_string()).await;
     let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
         kube::Api::namespaced(admin_client(&bed.api).await, "kube-system");
     secrets
@@ -456,7 +559,7 @@ async fn an_expired_ticket_is_never_used_and_a_rotation_lets_a_polling_worker_jo
         .unwrap();
     result.unwrap();
     assert!(late.path(kubeadm::KUBELET_CONF).exists());
-    assert_eq!(bed.ticket().token.id(), fresh.token.id());
+    assert_eq!(bed.ticket().await.token.id(), fresh.token.id());
     assert!(
         secrets
             .get_opt(&format!("bootstrap-token-{}", fresh.token.id()))
