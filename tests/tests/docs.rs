@@ -561,3 +561,22 @@ fn exit_code_helpers() {
     let doc = "| Range | Area |\n|---|---|\n| 10–19 | config |\n\n| Code | Error |\n|--|--|\n| 0 | ok |\n| 12 | `X` |\n";
     assert_eq!(documented_codes(doc), [0, 12]);
 }
+
+/// The Vagrant cluster's config parses and exchanges the ticket through
+/// the synced folder, as `vagrant/Vagrantfile` says.
+#[test]
+fn vagrant_config_parses_and_uses_the_synced_folder() {
+    let config = parse(&read("vagrant/config.toml"), "vagrant/config.toml");
+    assert_eq!(
+        config.rendezvous.kind,
+        lifecycle::config::RendezvousKind::Directory
+    );
+    let dir = config.rendezvous.directory.expect("rendezvous.directory");
+    let vagrantfile = read("vagrant/Vagrantfile");
+    assert!(
+        vagrantfile.contains(&format!("install -d -m 0700 {}", dir.display())),
+        "the Vagrantfile does not create {}",
+        dir.display()
+    );
+    assert_eq!(config.identity.nodes.len(), 3);
+}
