@@ -32,6 +32,8 @@ const REGION: &str = "us-west-2";
 /// The default secret name for cluster `phase-test`.
 const SECRET: &str = "hyperpod-k8s-phase-test";
 const WORKERS: [&str; 2] = ["10.20.0.2", "10.20.0.3"];
+/// A login node: in the inventory, not in the cluster.
+const LOGIN: &str = "10.20.0.9";
 
 /// Where the bed's nodes exchange the ticket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +100,9 @@ impl Bed {
         let mut nodes = format!(
             "[[identity.nodes]]\nname = \"ctrl-0\"\naddress = \"{CONTROLLER}\"\nrole = \"controller\"\ngroup = \"controller-machine\"\n"
         );
+        nodes.push_str(&format!(
+            "[[identity.nodes]]\nname = \"login-0\"\naddress = \"{LOGIN}\"\nrole = \"login\"\n"
+        ));
         for (i, w) in WORKERS.iter().enumerate() {
             nodes.push_str(&format!(
                 "[[identity.nodes]]\nname = \"worker-{i}\"\naddress = \"{w}\"\nrole = \"worker\"\ngroup = \"worker-group-1\"\ninstance_type = \"p5.48xlarge\"\n"
@@ -398,6 +403,18 @@ async fn workers_started_first_join_the_controller_and_nothing_leaks() {
             n.root.path().display()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_node_neither_waits_nor_joins() {
+    let bed = Bed::start().await;
+    let login = bed.node(LOGIN).await;
+    assert!(!login.identity.joins);
+    let plan = login.bootstrap().await.unwrap();
+    assert_eq!(plan.change_count(), 0, "{plan}");
+    assert!(plan.to_string().contains("does not join"), "{plan}");
+    assert!(!login.path(kubeadm::KUBELET_CONF).exists());
+    assert!(bed.api.names("nodes", None).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
