@@ -246,6 +246,48 @@ fn workers_first() {
             n.instance()
         );
     }
+
+    // The operator's new token: published, its expiry printed, the token
+    // itself only when asked for.
+    let controller = bed.controller();
+    let before = bed.read_secret().unwrap().unwrap();
+    let out = controller
+        .exec_ok(&["hpk8s", "generate-new-token"])
+        .expect("generate-new-token");
+    let after = bed.read_secret().unwrap().unwrap();
+    let token = after["token"].as_str().unwrap();
+    assert_ne!(before["token"], after["token"]);
+    assert!(out.contains("expires at"), "{out}");
+    assert!(
+        !out.contains(token),
+        "the token was printed without --show-token"
+    );
+    let shown = controller
+        .exec_ok(&[
+            "hpk8s",
+            "generate-new-token",
+            "--show-token",
+            "--output",
+            "json",
+        ])
+        .expect("generate-new-token --show-token");
+    let shown: Value = serde_json::from_str(&shown).expect("JSON");
+    assert_eq!(shown["token"], bed.read_secret().unwrap().unwrap()["token"]);
+
+    // The agent starts on the controller with the published ticket.
+    let mut agent = controller.spawn(&["hpk8s", "agent"]).expect("agent");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        agent.try_wait().expect("agent state").is_none(),
+        "the agent stopped: {}",
+        agent.stderr_text()
+    );
+    agent.kill();
+    let journal = controller.journal_tag("hpk8s");
+    assert!(
+        journal.contains("bootstrap token rotation started"),
+        "{journal}"
+    );
 }
 
 #[test]
