@@ -191,8 +191,10 @@ impl Proxy {
                 let (deny, denied) = (deny.clone(), denied.clone());
                 conns.0.push(tokio::spawn(async move {
                     if deny.load(Ordering::SeqCst) {
-                        answer_access_denied(&mut client).await;
+                        // Counted before answering: the client may
+                        // finish (and the test look) before this task runs on.
                         denied.fetch_add(1, Ordering::SeqCst);
+                        answer_access_denied(&mut client).await;
                     } else if let Ok(mut server) = TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }
