@@ -14,10 +14,20 @@ use aws_config::environment::{
 use aws_config::meta::credentials::CredentialsProviderChain;
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::{ProfileFileCredentialsProvider, ProfileFileRegionProvider};
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use crate::host::Host;
 use crate::identity::{NodeIdentity, ec2};
+
+/// Longest time one AWS call may take, retries included: a service that
+/// accepts the connection and never answers must not hang the bootstrap
+/// (the SDK sets no such limit by default).
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest time one attempt may take.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why no SDK configuration could be built.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +50,14 @@ pub async fn sdk_config(host: &Host, identity: &NodeIdentity) -> Result<SdkConfi
         region = region.or_else(aws_config::imds::region::ImdsRegionProvider::builder().build());
     }
     let region = region.region().await.ok_or(AwsSetupError::NoRegion)?;
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(OPERATION_TIMEOUT)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        );
     if !on_ec2 {
         loader = loader.credentials_provider(
             CredentialsProviderChain::first_try(
