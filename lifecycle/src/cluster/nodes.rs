@@ -11,12 +11,13 @@
 //! the inventory does not list (a scale-up, a replacement) are reported,
 //! never fatal.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use futures::FutureExt as _;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
@@ -190,6 +191,16 @@ pub struct UnexpectedNode {
     pub labels: BTreeMap<String, String>,
 }
 
+impl From<&NodeView> for UnexpectedNode {
+    fn from(n: &NodeView) -> Self {
+        UnexpectedNode {
+            node_name: n.name.clone(),
+            address: n.internal_ips.first().copied(),
+            labels: n.labels.clone(),
+        }
+    }
+}
+
 /// The outcome of [`wait_until_ready`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadyReport {
@@ -295,14 +306,14 @@ pub fn is_ready(node: &Node) -> bool {
 /// The expected nodes against the Nodes seen: the Ready Node name for each
 /// expected node (a Ready one wins when several claim the address), and
 /// the Ready Nodes no expected node matched.
-fn assess(
+fn assess<'n>(
     expected: &[ExpectedNode],
-    nodes: &BTreeMap<String, NodeView>,
-) -> (Vec<Option<String>>, Vec<UnexpectedNode>) {
-    let wanted: BTreeSet<IpAddr> = expected.iter().map(|e| e.address).collect();
+    nodes: &'n BTreeMap<String, NodeView>,
+) -> (Vec<Option<&'n str>>, Vec<&'n NodeView>) {
+    let wanted: HashSet<IpAddr> = expected.iter().map(|e| e.address).collect();
     // Ready nodes by address (the first by name when several claim one):
     // linear in nodes, so a 1000-node cluster's events stay cheap.
-    let mut ready_at: BTreeMap<IpAddr, &str> = BTreeMap::new();
+    let mut ready_at: HashMap<IpAddr, &str> = HashMap::with_capacity(nodes.len());
     for n in nodes.values().filter(|n| n.ready) {
         for a in &n.internal_ips {
             ready_at.entry(*a).or_insert(n.name.as_str());
@@ -310,18 +321,23 @@ fn assess(
     }
     let matched = expected
         .iter()
-        .map(|e| ready_at.get(&e.address).map(|n| (*n).to_string()))
+        .map(|e| ready_at.get(&e.address).copied())
         .collect();
     let unexpected = nodes
         .values()
         .filter(|n| n.ready && !n.internal_ips.iter().any(|a| wanted.contains(a)))
-        .map(|n| UnexpectedNode {
-            node_name: n.name.clone(),
-            address: n.internal_ips.first().copied(),
-            labels: n.labels.clone(),
-        })
         .collect();
     (matched, unexpected)
+}
+
+/// The names of the expected nodes `matched` has no Ready Node for.
+fn missing_names<'e>(expected: &'e [ExpectedNode], matched: &[Option<&str>]) -> Vec<&'e str> {
+    expected
+        .iter()
+        .zip(matched)
+        .filter(|(_, m)| m.is_none())
+        .map(|(e, _)| e.name.as_str())
+        .collect()
 }
 
 /// `a`, `a and b`, `a, b and c`, `a, b and 3 more` (at most `shown` names).
@@ -420,71 +436,93 @@ pub async fn wait_until_ready(
         deadline_secs = deadline.as_secs(),
         "waiting for the cluster's nodes to be Ready"
     );
+    // Assessing every expected node costs a pass over all Nodes: done at
+    // most every ASSESS_EVERY while events stream in, not once per event.
+    let mut dirty = true;
+    let mut next_assess = Instant::now();
     loop {
-        let (matched, unexpected) = assess(expected, &nodes);
-        let ready = matched.iter().filter(|m| m.is_some()).count();
-        let missing: Vec<&str> = expected
-            .iter()
-            .zip(&matched)
-            .filter(|(_, m)| m.is_none())
-            .map(|(e, _)| e.name.as_str())
-            .collect();
-        if missing.is_empty() {
-            let report = ReadyReport {
-                ready: expected
-                    .iter()
-                    .zip(matched)
-                    .map(|(e, m)| ReadyNode {
-                        expected: e.clone(),
-                        node_name: m.unwrap_or_default(),
-                    })
-                    .collect(),
-                unexpected,
-                waited: start.elapsed(),
-            };
-            log_final(&report);
-            return Ok(report);
-        }
-        let changed = last_logged.is_none_or(|(r, u, _)| (r, u) != (ready, unexpected.len()));
-        let quiet = last_logged.is_some_and(|(_, _, at)| at.elapsed() < PROGRESS_EVERY);
-        if listed && changed && !quiet {
-            tracing::info!(
-                ready,
-                expected = expected.len(),
-                unexpected = unexpected.len(),
-                waited_secs = start.elapsed().as_secs(),
-                "{}",
-                progress_line(ready, expected.len(), &missing)
-            );
-            last_logged = Some((ready, unexpected.len(), Instant::now()));
+        if dirty && Instant::now() >= next_assess {
+            dirty = false;
+            next_assess = Instant::now() + ASSESS_EVERY;
+            let (matched, unexpected) = assess(expected, &nodes);
+            let ready = matched.iter().filter(|m| m.is_some()).count();
+            let missing = missing_names(expected, &matched);
+            if missing.is_empty() {
+                let report = ReadyReport {
+                    ready: expected
+                        .iter()
+                        .zip(matched)
+                        .map(|(e, m)| ReadyNode {
+                            expected: e.clone(),
+                            node_name: m.unwrap_or_default().to_string(),
+                        })
+                        .collect(),
+                    unexpected: unexpected.into_iter().map(UnexpectedNode::from).collect(),
+                    waited: start.elapsed(),
+                };
+                log_final(&report);
+                return Ok(report);
+            }
+            let changed = last_logged.is_none_or(|(r, u, _)| (r, u) != (ready, unexpected.len()));
+            let quiet = last_logged.is_some_and(|(_, _, at)| at.elapsed() < PROGRESS_EVERY);
+            if listed && changed && !quiet {
+                tracing::info!(
+                    ready,
+                    expected = expected.len(),
+                    unexpected = unexpected.len(),
+                    waited_secs = start.elapsed().as_secs(),
+                    "{}",
+                    progress_line(ready, expected.len(), &missing)
+                );
+                last_logged = Some((ready, unexpected.len(), Instant::now()));
+            }
         }
         tokio::select! {
-            event = events.next() => match event {
-                Some(Ok(watcher::Event::Init)) => listing = Some(BTreeMap::new()),
-                Some(Ok(watcher::Event::InitApply(node))) => {
-                    let view = NodeView::of(&node);
-                    listing.get_or_insert_with(BTreeMap::new).insert(view.name.clone(), view);
-                }
-                Some(Ok(watcher::Event::InitDone)) => {
-                    if let Some(complete) = listing.take() {
-                        nodes = complete;
+            event = events.next() => {
+                // Everything already received is applied before the next
+                // assessment: one pass over the nodes per batch, not per
+                // event (thousands of nodes turn Ready within seconds).
+                let mut next = event;
+                loop {
+                    match next {
+                        Some(Ok(watcher::Event::Init)) => listing = Some(BTreeMap::new()),
+                        Some(Ok(watcher::Event::InitApply(node))) => {
+                            let view = NodeView::of(&node);
+                            listing.get_or_insert_with(BTreeMap::new).insert(view.name.clone(), view);
+                        }
+                        Some(Ok(watcher::Event::InitDone)) => {
+                            if let Some(complete) = listing.take() {
+                                nodes = complete;
+                            }
+                            listed = true;
+                            last_error = None;
+                        }
+                        Some(Ok(watcher::Event::Apply(node))) => {
+                            let view = NodeView::of(&node);
+                            nodes.insert(view.name.clone(), view);
+                            last_error = None;
+                        }
+                        Some(Ok(watcher::Event::Delete(node))) => {
+                            nodes.remove(&node.metadata.name.unwrap_or_default());
+                        }
+                        Some(Err(e)) => {
+                            on_watch_error(client, &e, &mut events, &mut last_error);
+                            break;
+                        }
+                        // The watcher restarts itself; it never ends.
+                        None => break,
                     }
-                    listed = true;
-                    last_error = None;
+                    match events.next().now_or_never() {
+                        Some(more) => next = more,
+                        None => break,
+                    }
                 }
-                Some(Ok(watcher::Event::Apply(node))) => {
-                    let view = NodeView::of(&node);
-                    nodes.insert(view.name.clone(), view);
-                    last_error = None;
-                }
-                Some(Ok(watcher::Event::Delete(node))) => {
-                    nodes.remove(&node.metadata.name.unwrap_or_default());
-                }
-                Some(Err(e)) => on_watch_error(client, &e, &mut events, &mut last_error),
-                // The watcher restarts itself; it never ends.
-                None => {}
-            },
+                dirty = true;
+            }
+            () = tokio::time::sleep_until(next_assess), if dirty => {}
             () = &mut timer => {
+                let (matched, _) = assess(expected, &nodes);
+                let missing = missing_names(expected, &matched);
                 return Err(NodesError::NotReady {
                     missing: missing.len(),
                     expected: expected.len(),
@@ -649,6 +687,10 @@ pub async fn apply_controller_labels(
     Ok(changed)
 }
 
+/// Shortest pause between two assessments of the expected nodes while
+/// Node events stream in (also the most a finished wait can lag).
+pub const ASSESS_EVERY: Duration = Duration::from_millis(100);
+
 /// Label updates in flight at once.
 pub const LABEL_CONCURRENCY: usize = 16;
 
@@ -803,9 +845,9 @@ mod tests {
         .into_iter()
         .collect();
         let (matched, unexpected) = assess(&e, &nodes);
-        assert_eq!(matched, [Some("ctrl".into()), Some("new-2".into())]);
+        assert_eq!(matched, [Some("ctrl"), Some("new-2")]);
         assert_eq!(unexpected.len(), 1);
-        assert_eq!(unexpected[0].node_name, "extra");
+        assert_eq!(unexpected[0].name, "extra");
     }
 
     #[test]
