@@ -145,6 +145,15 @@ fn load_config(cli: &Cli) -> Result<Config, lifecycle::Error> {
     })
 }
 
+/// The join-ticket rendezvous of this node's cluster.
+async fn connect(
+    host: &Host,
+    config: &Config,
+    id: &identity::NodeIdentity,
+) -> Result<Rendezvous, lifecycle::Error> {
+    Rendezvous::connect(host, &config.rendezvous, id, cluster::cluster_key(id)).await
+}
+
 /// Resolves on SIGTERM (systemd stopping the unit) or SIGINT.
 async fn shutdown_signal() {
     let term = async {
@@ -220,9 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tracing::info!(role = ?id.role, "nothing for the agent to do on this node yet");
                 return Ok(());
             }
-            let rendezvous =
-                Rendezvous::connect(&host, &config.rendezvous, &id, cluster::cluster_key(&id))
-                    .await?;
+            let rendezvous = connect(&host, &config, &id).await?;
             let cx = cluster::Context {
                 host: &host,
                 config: &config,
@@ -235,9 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let id = identity::resolve(&host, &config)
                 .await
                 .map_err(lifecycle::Error::from)?;
-            let rendezvous =
-                Rendezvous::connect(&host, &config.rendezvous, &id, cluster::cluster_key(&id))
-                    .await?;
+            let rendezvous = connect(&host, &config, &id).await?;
             let cx = cluster::Context {
                 host: &host,
                 config: &config,
@@ -287,10 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // bad rendezvous setting leaves the host untouched. A dry run
             // makes no remote call and needs none.
             let rendezvous = if run_cluster && id.joins && !dry_run {
-                Some(
-                    Rendezvous::connect(&host, &config.rendezvous, &id, cluster::cluster_key(&id))
-                        .await?,
-                )
+                Some(connect(&host, &config, &id).await?)
             } else {
                 None
             };

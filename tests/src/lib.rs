@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod imds;
 pub mod kube_api;
 pub mod kubeadm_stand_in;
+pub mod logs;
 pub mod mirror;
 pub mod moto;
 pub mod netns;

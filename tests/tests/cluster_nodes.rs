@@ -545,32 +545,9 @@ group = "gpu"
     assert_eq!(names, ["cp-1", "gpu-1"]);
 }
 
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_is_logged_after_the_list_and_at_most_every_ten_seconds() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // Process-wide (thread-local subscribers miss callsites other test
-    // threads registered first); node names here are unique to this test.
-    tracing_subscriber::util::SubscriberInitExt::try_init(subscriber).unwrap();
+    let logs = harness::logs::CapturedLogs::global();
     let (api, client) = start().await;
     let expected: Vec<ExpectedNode> = ["prog-a", "prog-b", "prog-c"]
         .iter()
@@ -605,7 +582,7 @@ async fn progress_is_logged_after_the_list_and_at_most_every_ten_seconds() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     api.set_ready("k8s-prog-c", true).unwrap();
     wait.await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     assert!(
         text.contains("1/3 Ready; waiting for prog-b and prog-c"),
         "{text}"

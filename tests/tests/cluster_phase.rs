@@ -13,10 +13,11 @@
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use harness::kube_api::TestApiServer;
 use harness::kubeadm_stand_in::runner::StandInRunner;
+use harness::logs::CapturedLogs;
 use harness::moto::Moto;
 use lifecycle::cluster::join_ticket::JoinTicket;
 use lifecycle::cluster::kubeadm;
@@ -257,44 +258,6 @@ impl Node {
     }
 }
 
-/// Captures every log line (all levels) of the test in a buffer.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    /// The process-wide log buffer: a global subscriber, because the
-    /// phase's tasks and blocking threads run on other threads than the
-    /// test's. Each test looks for its own token in it.
-    fn global() -> Logs {
-        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
-        LOGS.get_or_init(|| {
-            let logs = Logs::default();
-            let writer = logs.clone();
-            tracing_subscriber::fmt()
-                .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
-                .with_writer(move || writer.clone())
-                .with_ansi(false)
-                .init();
-            logs
-        })
-        .clone()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 fn node_json(api: &TestApiServer, name: &str) -> Value {
     api.get_json("nodes", "", name)
         .unwrap_or_else(|| panic!("node {name} is not registered"))
@@ -302,7 +265,7 @@ fn node_json(api: &TestApiServer, name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_started_first_join_the_controller_and_nothing_leaks() {
-    let logs = Logs::global();
+    let logs = CapturedLogs::global();
     let bed = Bed::start().await;
     let controller = bed.node(CONTROLLER).await;
     let w0 = bed.node(WORKERS[0]).await;

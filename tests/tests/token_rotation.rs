@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -441,33 +440,9 @@ async fn a_forbidden_api_ends_the_loop_with_the_endpoint_named() {
     assert_no_secret(&text, &all_secrets(&s.api));
 }
 
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_secret_in_any_log_line_or_error() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // Process-wide (a thread-local subscriber can miss events whose
-    // callsites other tests' threads registered first): this captures every
-    // test of this binary, and none may log a token secret.
-    tracing_subscriber::util::SubscriberInitExt::try_init(subscriber).unwrap();
+    let logs = harness::logs::CapturedLogs::global();
 
     let s = setup().await;
     let now = SystemTime::now();
@@ -517,7 +492,7 @@ async fn no_token_secret_in_any_log_line_or_error() {
     );
     let mut secrets = all_secrets(&s.api);
     secrets.push(first.expose_secret().to_string());
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     assert!(
         text.contains("rotated the bootstrap token"),
         "the run logged: {text}"
