@@ -127,11 +127,7 @@ async fn hyperpod_p5_uses_the_dlami_mount_and_only_moves_kubelet() {
     let host = sim.host();
     let config = Config::default();
     let identity = id(&host, &config).await;
-    let cx = Context {
-        host: &host,
-        config: &config,
-        identity: &identity,
-    };
+    let cx = cx_with(&host, &config, &identity);
 
     assert_eq!(
         instance_store::store_root(&cx).unwrap().as_deref(),
@@ -197,11 +193,7 @@ async fn p4d_stripes_the_eight_instance_store_disks_and_never_the_ebs_volume() {
     let host = sim.host();
     let config = Config::default();
     let identity = id(&host, &config).await;
-    let cx = Context {
-        host: &host,
-        config: &config,
-        identity: &identity,
-    };
+    let cx = cx_with(&host, &config, &identity);
 
     assert_eq!(
         instance_store::store_root(&cx).unwrap().as_deref(),
@@ -288,11 +280,7 @@ async fn an_array_from_before_the_reboot_is_reused_not_created() {
         let host = sim.host();
         let config = Config::default();
         let identity = id(&host, &config).await;
-        let cx = Context {
-            host: &host,
-            config: &config,
-            identity: &identity,
-        };
+        let cx = cx_with(&host, &config, &identity);
         let p = instance_store::plan(&cx).unwrap();
         let r = runs(&p);
         assert!(r.iter().all(|c| !c.contains("--create")), "{r:?}");
@@ -326,11 +314,7 @@ async fn a_foreign_file_system_on_the_reused_array_is_an_error() {
     let host = sim.host();
     let config = Config::default();
     let identity = id(&host, &config).await;
-    let cx = Context {
-        host: &host,
-        config: &config,
-        identity: &identity,
-    };
+    let cx = cx_with(&host, &config, &identity);
     let e = instance_store::plan(&cx).unwrap_err();
     assert_eq!(e.exit_code(), 59);
     let msg = e.to_string();
@@ -351,11 +335,7 @@ async fn a_single_disk_is_formatted_directly() {
     let host = sim.host();
     let config = Config::default();
     let identity = id(&host, &config).await;
-    let cx = Context {
-        host: &host,
-        config: &config,
-        identity: &identity,
-    };
+    let cx = cx_with(&host, &config, &identity);
     let p = instance_store::plan(&cx).unwrap();
     assert!(
         p.notes
@@ -394,11 +374,7 @@ async fn no_instance_store_disks_means_nothing_to_do() {
         let host = sim.host();
         let config = Config::default();
         let identity = id(&host, &config).await;
-        let cx = Context {
-            host: &host,
-            config: &config,
-            identity: &identity,
-        };
+        let cx = cx_with(&host, &config, &identity);
         let before = tree_digest(sim.root.path());
         assert_eq!(instance_store::store_root(&cx).unwrap(), None);
         let p = instance_store::plan(&cx).unwrap();
@@ -422,11 +398,7 @@ async fn disabled_instance_store_is_left_alone() {
     let mut config = Config::default();
     config.instance_store.enabled = false;
     let identity = id(&host, &config).await;
-    let cx = Context {
-        host: &host,
-        config: &config,
-        identity: &identity,
-    };
+    let cx = cx_with(&host, &config, &identity);
     let p = instance_store::plan(&cx).unwrap();
     assert!(p.changes.is_empty() && sim.runner.calls().is_empty());
     assert_eq!(instance_store::store_root(&cx).unwrap(), None);
@@ -443,11 +415,7 @@ async fn partitioned_mounted_and_foreign_disks_are_skipped() {
     let host = sim.host();
     let config = Config::default();
     let identity = id(&host, &config).await;
-    let cx = Context {
-        host: &host,
-        config: &config,
-        identity: &identity,
-    };
+    let cx = cx_with(&host, &config, &identity);
     let p = instance_store::plan(&cx).unwrap();
     let create = runs(&p)
         .into_iter()
@@ -494,11 +462,7 @@ async fn kubelet_directory_already_in_use_or_mounted_elsewhere_is_an_error() {
     let host = sim.host();
     let config = Config::default();
     let identity = id(&host, &config).await;
-    let cx = Context {
-        host: &host,
-        config: &config,
-        identity: &identity,
-    };
+    let cx = cx_with(&host, &config, &identity);
     let e = instance_store::plan(&cx).unwrap_err();
     assert_eq!(e.exit_code(), 61, "{e}");
     assert!(
@@ -512,11 +476,7 @@ async fn kubelet_directory_already_in_use_or_mounted_elsewhere_is_an_error() {
     let sim = Sim::new(root);
     let host = sim.host();
     let identity = id(&host, &config).await;
-    let cx = Context {
-        host: &host,
-        config: &config,
-        identity: &identity,
-    };
+    let cx = cx_with(&host, &config, &identity);
     let e = instance_store::plan(&cx).unwrap_err();
     assert_eq!(e.exit_code(), 60, "{e}");
     assert!(e.to_string().contains("move_kubelet = false"), "{e}");
@@ -625,11 +585,7 @@ async fn invalid_networking_config_names_the_key() {
     let mut config = Config::default();
     config.networking.modules.push("../../evil".into());
     let identity = id(&host, &config).await;
-    let cx = Context {
-        host: &host,
-        config: &config,
-        identity: &identity,
-    };
+    let cx = cx_with(&host, &config, &identity);
     let e = networking::plan(&cx).unwrap_err();
     assert_eq!(e.exit_code(), 51);
     assert!(e.to_string().contains("networking.modules"), "{e}");
@@ -763,11 +719,7 @@ async fn pod_logs_move_with_kubelet_and_kubelet_state_unknown_is_an_error() {
     let mut config = Config::default();
     config.instance_store.move_pod_logs = true;
     let identity = id(&host, &config).await;
-    let cx = Context {
-        host: &host,
-        config: &config,
-        identity: &identity,
-    };
+    let cx = cx_with(&host, &config, &identity);
     let p = instance_store::plan(&cx).unwrap();
     let r = runs(&p);
     assert!(
@@ -807,11 +759,7 @@ async fn pod_logs_move_with_kubelet_and_kubelet_state_unknown_is_an_error() {
         ),
     );
     let host = sim.host();
-    let cx = Context {
-        host: &host,
-        config: &config,
-        identity: &identity,
-    };
+    let cx = cx_with(&host, &config, &identity);
     let e = instance_store::plan(&cx).unwrap_err();
     assert_eq!(e.exit_code(), 64, "{e}");
     assert!(
@@ -833,11 +781,7 @@ async fn a_store_mounted_by_another_tool_is_used_but_not_taken_over() {
     let host = sim.host();
     let config = Config::default();
     let identity = id(&host, &config).await;
-    let cx = Context {
-        host: &host,
-        config: &config,
-        identity: &identity,
-    };
+    let cx = cx_with(&host, &config, &identity);
     assert_eq!(
         instance_store::store_root(&cx).unwrap().as_deref(),
         Some(Path::new("/mnt/k8s-disks"))
