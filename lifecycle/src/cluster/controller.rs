@@ -294,7 +294,7 @@ async fn kubeadm_init(
         .write_secret(kubeadm::INIT_CONFIG, rendered.as_bytes())?;
     let cmd = kubeadm::init_command(Path::new(kubeadm::INIT_CONFIG));
     tracing::info!(endpoint = %phase::api_endpoint(cx)?, pod_subnet = %network.pod_subnet, "running kubeadm init");
-    let result = super::worker::run_blocking(cx, &cmd).await;
+    let result = phase::run_blocking(cx, &cmd).await;
     phase::remove_secret_file(cx.host, kubeadm::INIT_CONFIG);
     match result {
         Ok(()) => {}

@@ -17,7 +17,7 @@ use super::kubeadm_config::{self, KubeadmVersion};
 use super::rendezvous::Rendezvous;
 use crate::Error;
 use crate::config::Config;
-use crate::host::Host;
+use crate::host::{CommandError, Host};
 use crate::identity::{NodeIdentity, Role};
 use crate::plan::{Plan, StepPlan};
 use crate::state::{State, now_unix};
@@ -304,4 +304,22 @@ pub(super) fn rendezvous_location(cx: &Context<'_>) -> String {
             ),
         },
     }
+}
+
+/// Runs `cmd` on a blocking thread: kubeadm takes seconds to minutes and
+/// must not stall the runtime's other tasks (progress logging, signals).
+pub(super) async fn run_blocking(
+    cx: &Context<'_>,
+    cmd: &crate::host::Cmd,
+) -> Result<(), CommandError> {
+    let host = cx.host.clone();
+    let cmd = cmd.clone();
+    tokio::task::spawn_blocking(move || host.run(&cmd).map(|_| ()))
+        .await
+        .unwrap_or_else(|e| {
+            Err(CommandError::Spawn {
+                command: "kubeadm".into(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })
 }

@@ -92,7 +92,7 @@ pub async fn apply(cx: &Context<'_>) -> Result<Vec<StepPlan>, Error> {
         .write_secret(kubeadm::JOIN_CONFIG, rendered.as_bytes())?;
     let cmd = kubeadm::join_command(Path::new(kubeadm::JOIN_CONFIG));
     tracing::info!(endpoint = %ticket.endpoint, expires_at = %ticket.expires_at_rfc3339(), "joining the cluster");
-    let result = run_blocking(cx, &cmd).await;
+    let result = phase::run_blocking(cx, &cmd).await;
     phase::remove_secret_file(cx.host, kubeadm::JOIN_CONFIG);
     match result {
         Ok(()) => {}
@@ -118,24 +118,6 @@ pub async fn apply(cx: &Context<'_>) -> Result<Vec<StepPlan>, Error> {
         format!("joined the cluster at {}", ticket.endpoint),
     ));
     Ok(vec![done])
-}
-
-/// Runs `cmd` on a blocking thread: kubeadm takes seconds to minutes and
-/// must not stall the runtime's other tasks (progress logging, signals).
-pub(super) async fn run_blocking(
-    cx: &Context<'_>,
-    cmd: &crate::host::Cmd,
-) -> Result<(), CommandError> {
-    let host = cx.host.clone();
-    let cmd = cmd.clone();
-    tokio::task::spawn_blocking(move || host.run(&cmd).map(|_| ()))
-        .await
-        .unwrap_or_else(|e| {
-            Err(CommandError::Spawn {
-                command: "kubeadm".into(),
-                source: std::io::Error::other(e.to_string()),
-            })
-        })
 }
 
 /// kubeadm's discovery refuses a CA whose key is not among the pins
