@@ -11,8 +11,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::bootstrap_token::TokenTtl;
-use crate::cluster::pod_network::Ipv4Cidr;
+use crate::error::class::classify;
+use crate::values::cidr::Ipv4Cidr;
+use crate::values::duration::TokenTtl;
+use crate::values::url::redact_url;
+use crate::values::version::KubeVersion;
+
+/// kubeadm's default Service network.
+pub const DEFAULT_SERVICE_SUBNET: Ipv4Cidr =
+    Ipv4Cidr::canonical(std::net::Ipv4Addr::new(10, 96, 0, 0), 12);
 
 /// Default config file location (a host path, read under `--root`).
 pub const DEFAULT_PATH: &str = "/etc/hpk8s/config.toml";
@@ -69,17 +76,12 @@ pub enum ConfigError {
     },
 }
 
-impl ConfigError {
-    /// Process exit code for this error (see `docs/exit-codes.md`).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ConfigError::Read { .. } => 10,
-            ConfigError::Syntax { .. } => 11,
-            ConfigError::UnknownKey { .. } => 12,
-            ConfigError::Invalid { .. } => 13,
-        }
-    }
-}
+classify!(ConfigError {
+    Read { source, .. } => Config "config_unreadable" refine Some(crate::error::class::ExitClass::of_io(source, crate::error::class::ExitClass::Config));
+    Syntax { .. } => Config "config_syntax";
+    UnknownKey { .. } => Config "config_unknown_key";
+    Invalid { .. } => Config "config_invalid_value";
+});
 
 /// The whole configuration. Every field has a default, so an empty file
 /// (or none) is valid.
@@ -224,21 +226,13 @@ impl Default for KubernetesConfig {
 impl KubernetesConfig {
     /// `(major, minor, patch)` of the configured version.
     pub fn semver(&self) -> Option<(u32, u32, u32)> {
-        parse_version(&self.version)
+        self.kube_version().map(|v| (v.major, v.minor, v.patch))
     }
-}
 
-/// Parses `1.31.4` or `v1.31.4`.
-pub fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
-    let v = v.strip_prefix('v').unwrap_or(v);
-    let mut it = v.split('.');
-    let parse = |s: Option<&str>| {
-        s.filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))?
-            .parse()
-            .ok()
-    };
-    let out = (parse(it.next())?, parse(it.next())?, parse(it.next())?);
-    it.next().is_none().then_some(out)
+    /// The configured version.
+    pub fn kube_version(&self) -> Option<KubeVersion> {
+        KubeVersion::parse(&self.version)
+    }
 }
 
 /// How Kubernetes packages are installed.
@@ -406,7 +400,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             pod_subnet: None,
-            service_subnet: crate::cluster::pod_network::DEFAULT_SERVICE_SUBNET,
+            service_subnet: DEFAULT_SERVICE_SUBNET,
             node_cidr_mask_size: 24,
             node_headroom_percent: 25,
             token_ttl: TokenTtl::default(),
@@ -649,7 +643,7 @@ impl Config {
     pub fn show(&self) -> String {
         let mut shown = self.clone();
         if let Some(u) = &shown.packages.mirror_url {
-            shown.packages.mirror_url = Some(crate::plan::redact_url(u));
+            shown.packages.mirror_url = Some(redact_url(u));
         }
         toml_edit::ser::to_string_pretty(&shown)
             .unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
@@ -758,13 +752,5 @@ mod tests {
         assert!(shown.contains("<redacted>@mirror.internal"), "{shown}");
         // The shown config parses back.
         parse(&shown).unwrap();
-    }
-
-    #[test]
-    fn versions() {
-        assert_eq!(parse_version("v1.31.4"), Some((1, 31, 4)));
-        assert_eq!(parse_version("1.31"), None);
-        assert_eq!(parse_version("1.31.4.1"), None);
-        assert_eq!(parse_version("1.x.4"), None);
     }
 }

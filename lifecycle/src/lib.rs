@@ -3,10 +3,15 @@
 //! The binary (`agent/`) only parses the command line, loads the config and
 //! wires real clients; all behaviour lives here, with every side effect
 //! behind an injected seam: the host root and command runner ([`host`]),
-//! and the endpoints of remote services. Work is organised as phases
-//! ([`prepare`]) made of steps that first *plan* ([`plan`]) by comparing the
-//! host with what it should be, then apply only the difference.
+//! the Kubernetes clients ([`kube`]), the AWS clients ([`aws`]) and the
+//! IMDS base URL ([`identity`]). Work is organised as phases ([`prepare`],
+//! [`cluster`]) made of steps that first *plan* ([`plan`]) by comparing
+//! what is with what should be, then apply only the difference, all run by
+//! one runner ([`phase`]). Long-running loops live in [`agent`], operator
+//! commands in [`ops`]. `ARCHITECTURE.md` at the repository root is the
+//! map.
 
+pub mod agent;
 pub mod aws;
 pub mod cluster;
 pub mod config;
@@ -14,8 +19,12 @@ pub mod error;
 pub mod hardware;
 pub mod host;
 pub mod identity;
+pub mod kube;
+pub mod ops;
+pub mod phase;
 pub mod plan;
 pub mod prepare;
 pub mod state;
+pub mod values;
 
 pub use error::{Error, Result};

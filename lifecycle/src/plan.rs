@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::error::class::{ExitClass, classify};
 use crate::host::{Cmd, CommandError, FileMode, FsError, Host};
+use crate::values::time::human;
 
 /// One concrete change to the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -89,6 +91,74 @@ pub enum Change {
         /// Deadline in seconds.
         timeout_secs: u64,
     },
+    /// Change a file's permission bits in place (the file is never
+    /// removed or rewritten, so a kill at any moment leaves it present).
+    SetMode {
+        /// Host path.
+        path: PathBuf,
+        /// Current mode bits.
+        current: u32,
+        /// Wanted mode bits.
+        wanted: u32,
+    },
+    /// Remote: create a bootstrap token (a `kube-system` Secret).
+    CreateBootstrapToken {
+        /// Its lifetime in seconds.
+        ttl_secs: u64,
+        /// Why a new token is needed.
+        reason: String,
+    },
+    /// Remote: publish a join ticket at the rendezvous.
+    PublishTicket {
+        /// `secret NAME` or `file PATH`.
+        location: String,
+        /// Which token it carries.
+        token: TicketToken,
+        /// How long it stays valid, seconds.
+        valid_secs: u64,
+    },
+    /// Remote: server-side apply one object.
+    ApplyObject {
+        /// Where it comes from (`flannel`, `manifest FILE document N`).
+        origin: String,
+        /// Its kind.
+        kind: String,
+        /// `namespace/name` or `name`.
+        object: String,
+        /// What differs (`absent`, `spec.template…image differs`).
+        reason: String,
+    },
+    /// Remote: wait for a join ticket to be published.
+    WaitForTicket {
+        /// `secret NAME` or `file PATH`.
+        location: String,
+        /// Deadline in seconds.
+        deadline_secs: u64,
+    },
+    /// Remote: wait until Nodes are Ready.
+    WaitForNodes {
+        /// How many are not Ready yet.
+        count: usize,
+        /// Deadline in seconds.
+        deadline_secs: u64,
+    },
+    /// Remote: put the controller's labels on Nodes, each as it turns Ready.
+    LabelNodes {
+        /// How many Nodes (at most) get labels.
+        count: usize,
+        /// The label keys set.
+        labels: Vec<String>,
+    },
+}
+
+/// The bootstrap token a published join ticket carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TicketToken {
+    /// The first token, which `kubeadm init` creates from hpk8s's config.
+    First,
+    /// A token created just before (see [`Change::CreateBootstrapToken`]).
+    New,
 }
 
 /// A file's new contents. `Debug` shows only the size: a plan may be
@@ -250,7 +320,61 @@ impl Change {
             Change::WaitFor {
                 what, timeout_secs, ..
             } => format!("wait up to {timeout_secs}s for {what}"),
+            Change::SetMode {
+                path,
+                current,
+                wanted,
+            } => format!("chmod {wanted:04o} {} (now {current:04o})", path.display()),
+            Change::CreateBootstrapToken { ttl_secs, reason } => format!(
+                "create a bootstrap token valid {} ({reason})",
+                human(Duration::from_secs(*ttl_secs))
+            ),
+            Change::PublishTicket {
+                location,
+                token,
+                valid_secs,
+            } => format!(
+                "publish a join ticket with {} to {location} (valid {})",
+                match token {
+                    TicketToken::First => "the token kubeadm init creates",
+                    TicketToken::New => "the new token",
+                },
+                human(Duration::from_secs(*valid_secs))
+            ),
+            Change::ApplyObject {
+                origin,
+                kind,
+                object,
+                reason,
+            } => format!("server-side apply {kind} {object} from {origin} ({reason})"),
+            Change::WaitForTicket {
+                location,
+                deadline_secs,
+            } => format!("wait up to {deadline_secs}s for a usable join ticket at {location}"),
+            Change::WaitForNodes {
+                count,
+                deadline_secs,
+            } => format!("wait up to {deadline_secs}s for {count} node(s) to be Ready"),
+            Change::LabelNodes { count, labels } => format!(
+                "label {count} node(s) as each turns Ready ({})",
+                labels.join(", ")
+            ),
         }
+    }
+
+    /// Whether the change is made through a remote API (Kubernetes, the
+    /// rendezvous) rather than on the host; such changes are applied by
+    /// their step, not by [`apply`].
+    pub fn is_remote(&self) -> bool {
+        matches!(
+            self,
+            Change::CreateBootstrapToken { .. }
+                | Change::PublishTicket { .. }
+                | Change::ApplyObject { .. }
+                | Change::WaitForTicket { .. }
+                | Change::WaitForNodes { .. }
+                | Change::LabelNodes { .. }
+        )
     }
 }
 
@@ -288,20 +412,7 @@ fn short(hex: &str) -> &str {
     hex.get(..12).unwrap_or(hex)
 }
 
-/// Removes `user:password@` from a URL so that credentials never reach a
-/// plan or a log.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            match authority.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://<redacted>@{host}{path}"),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
-    }
-}
+pub use crate::values::url::redact_url;
 
 /// What one step would change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -434,6 +545,12 @@ pub enum ApplyError {
         /// Actual hex digest.
         actual: String,
     },
+    /// A remote change reached the host applier (a bug in a step).
+    #[error("`{summary}` is remote work that its step applies; this is a bug in hpk8s")]
+    NotHostWork {
+        /// The change.
+        summary: String,
+    },
     /// A readiness probe did not succeed in time.
     #[error("timed out after {timeout_secs}s waiting for {what} (last: `{probe}`: {last})")]
     Timeout {
@@ -448,6 +565,16 @@ pub enum ApplyError {
     },
 }
 
+classify!(ApplyError {
+    Fs { 0: e } => via e;
+    Command { 0: e } => via e;
+    Sysctl { source, .. } => Host "sysctl_write_failed" refine Some(ExitClass::of_io(source, ExitClass::Host));
+    Download { .. } => Unavailable "download_failed";
+    ChecksumMismatch { .. } => Verification "checksum_mismatch";
+    Timeout { .. } => Deadline "readiness_timeout";
+    NotHostWork { .. } => Internal "remote_change_misrouted";
+});
+
 /// The `/proc/sys` file for a dotted sysctl key.
 pub fn sysctl_path(key: &str) -> PathBuf {
     Path::new("/proc/sys").join(key.replace('.', "/"))
@@ -459,6 +586,11 @@ pub fn sysctl_path(key: &str) -> PathBuf {
 /// first change is applied, so an unreachable file or a bad checksum leaves
 /// the host exactly as it was (not merely without that one file).
 pub async fn apply(host: &Host, changes: &[Change]) -> Result<(), ApplyError> {
+    if let Some(remote) = changes.iter().find(|c| c.is_remote()) {
+        return Err(ApplyError::NotHostWork {
+            summary: remote.summary(),
+        });
+    }
     let mut fetched = Vec::with_capacity(changes.len());
     for change in changes {
         fetched.push(match change {
@@ -512,6 +644,12 @@ pub async fn apply(host: &Host, changes: &[Change]) -> Result<(), ApplyError> {
                 probe,
                 timeout_secs,
             } => wait_for(host, what, probe, *timeout_secs).await?,
+            Change::SetMode { path, wanted, .. } => host.set_mode(path, *wanted)?,
+            remote => {
+                return Err(ApplyError::NotHostWork {
+                    summary: remote.summary(),
+                });
+            }
         }
     }
     Ok(())

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::class::classify;
 use crate::host::{FileMode, FsError, Host};
 
 /// Where hpk8s keeps its own state.
@@ -31,15 +32,10 @@ pub enum StateError {
     Fs(#[from] FsError),
 }
 
-impl StateError {
-    /// Process exit code for this error (see `docs/exit-codes.md`).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            StateError::Corrupt { .. } => 85,
-            StateError::Fs(_) => 86,
-        }
-    }
-}
+classify!(StateError {
+    Corrupt { .. } => Precondition "state_file_corrupt";
+    Fs { 0: e } => via e;
+});
 
 /// Progress of one phase.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -488,7 +488,7 @@ async fn registry_mirror_rewrites_every_addon_image() {
         POD_SUBNET,
     )
     .unwrap_err();
-    assert_eq!(bad.exit_code(), 140, "{bad}");
+    assert_eq!(bad.kind(), "registry_mirror_invalid", "{bad}");
 }
 
 const CONFIG_MAP_A: &str = r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "kube-system"}, "data": {"k": "1"}}"#;
@@ -584,7 +584,7 @@ async fn a_malformed_manifest_is_reported_by_file_and_document_and_nothing_is_ap
         matches!(e, Error::ManifestSyntax { document: 2, .. }),
         "{e}"
     );
-    assert_eq!(e.exit_code(), 144);
+    assert_eq!(e.kind(), "manifest_syntax");
     let msg = e.to_string();
     assert!(
         msg.contains(&format!("{} document 2", bad.display())),
@@ -596,7 +596,7 @@ async fn a_malformed_manifest_is_reported_by_file_and_document_and_nothing_is_ap
         "nothing is sent before every file parses"
     );
     let top: lifecycle::Error = e.into();
-    assert_eq!(top.exit_code(), 144);
+    assert_eq!(top.kind(), "manifest_syntax");
 
     // An object without a name.
     std::fs::remove_file(c.host.path(&bad)).unwrap();
@@ -624,7 +624,7 @@ async fn a_malformed_manifest_is_reported_by_file_and_document_and_nothing_is_ap
     c.api.clear_requests();
     let e = c.apply(&settings).await.unwrap_err();
     assert!(matches!(e, Error::UnknownKind { .. }), "{e}");
-    assert_eq!(e.exit_code(), 146);
+    assert_eq!(e.kind(), "manifest_unknown_kind");
     let msg = e.to_string();
     assert!(
         msg.contains("kind Widget (apiVersion example.com/v1)")
@@ -838,7 +838,7 @@ async fn a_refused_apply_names_the_object_and_the_addon() {
     );
     let e = c.apply(&settings).await.unwrap_err();
     assert!(matches!(e, Error::Apply { .. }), "{e}");
-    assert_eq!(e.exit_code(), 148);
+    assert_eq!(e.kind(), "addon_apply_failed");
     let msg = e.to_string();
     assert!(
         msg.starts_with(&format!(

@@ -36,7 +36,8 @@ struct Case {
     setup: fn(&FakeRoot),
     /// Extra arguments before the subcommand.
     global_args: Vec<String>,
-    code: i32,
+    /// Exit code (the class) and the kind the error line names.
+    code: (i32, &'static str),
     /// Words the one error line must contain.
     says: Vec<&'static str>,
 }
@@ -70,7 +71,7 @@ fn cases(mirror: &Path) -> Vec<Case> {
             config: Some(format!("{BASE}[containerd]\nsystemd_cgroups = true\n")),
             setup: nothing,
             global_args: vec![],
-            code: 12,
+            code: (3, "config_unknown_key"),
             says: vec![
                 "config.toml line 7",
                 "unknown key `systemd_cgroups`",
@@ -82,7 +83,7 @@ fn cases(mirror: &Path) -> Vec<Case> {
             config: Some(format!("{BASE}[kubernetes\nversion = \"1.34.1\"\n")),
             setup: nothing,
             global_args: vec![],
-            code: 11,
+            code: (3, "config_syntax"),
             says: vec!["config.toml line 6"],
         },
         Case {
@@ -90,7 +91,7 @@ fn cases(mirror: &Path) -> Vec<Case> {
             config: Some(format!("{BASE}[kubernetes]\nversion = \"1.34\"\n")),
             setup: nothing,
             global_args: vec![],
-            code: 13,
+            code: (3, "config_invalid_value"),
             says: vec!["kubernetes.version", "line 7", "MAJOR.MINOR.PATCH"],
         },
         Case {
@@ -98,7 +99,7 @@ fn cases(mirror: &Path) -> Vec<Case> {
             config: None,
             setup: nothing,
             global_args: vec!["--config".into(), "/nonexistent/hpk8s.toml".into()],
-            code: 10,
+            code: (3, "config_unreadable"),
             says: vec!["/nonexistent/hpk8s.toml"],
         },
         Case {
@@ -111,7 +112,7 @@ fn cases(mirror: &Path) -> Vec<Case> {
                 r.dir().write("/var/lib/hpk8s/state.json", "{not json");
             },
             global_args: vec![],
-            code: 85,
+            code: (5, "state_file_corrupt"),
             says: vec!["/var/lib/hpk8s/state.json", "corrupt", "move it aside"],
         },
         Case {
@@ -122,7 +123,7 @@ fn cases(mirror: &Path) -> Vec<Case> {
                     .write("/etc/containerd/config.toml", "version = 2\n[plugins\n")
             },
             global_args: vec![],
-            code: 67,
+            code: (5, "containerd_config_syntax"),
             says: vec!["/etc/containerd/config.toml", "line 2"],
         },
         Case {
@@ -135,7 +136,7 @@ fn cases(mirror: &Path) -> Vec<Case> {
                 )
             },
             global_args: vec![],
-            code: 69,
+            code: (5, "containerd_config_wrong_type"),
             says: vec!["/etc/containerd/config.toml", "SystemdCgroup"],
         },
         Case {
@@ -143,7 +144,7 @@ fn cases(mirror: &Path) -> Vec<Case> {
             config: Some(BASE.replace("source = \"none\"", "source = \"apt\"")),
             setup: nothing,
             global_args: vec![],
-            code: 76,
+            code: (5, "apt_unavailable"),
             says: vec!["mirror"],
         },
         Case {
@@ -154,7 +155,7 @@ fn cases(mirror: &Path) -> Vec<Case> {
             )),
             setup: nothing,
             global_args: vec![],
-            code: 83,
+            code: (10, "mirror_checksum_malformed"),
             says: vec!["kubelet.sha256"],
         },
         Case {
@@ -165,7 +166,7 @@ fn cases(mirror: &Path) -> Vec<Case> {
             )),
             setup: nothing,
             global_args: vec![],
-            code: 80,
+            code: (6, "mirror_unreachable"),
             says: vec!["http://127.0.0.1:9/k8s/v1.34.1/bin/linux"],
         },
     ]
@@ -178,10 +179,10 @@ fn bad_input_fails_with_one_line_distinct_codes_and_an_untouched_host() {
     layout.garble_checksum("kubelet").unwrap();
 
     let all = cases(mirror.path());
-    let mut codes: Vec<i32> = all.iter().map(|c| c.code).collect();
-    codes.sort_unstable();
-    codes.dedup();
-    assert_eq!(codes.len(), all.len(), "every case has its own exit code");
+    let mut kinds: Vec<&str> = all.iter().map(|c| c.code.1).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    assert_eq!(kinds.len(), all.len(), "every case has its own error kind");
 
     for case in all {
         let root = FakeRoot::new().file("/usr/bin/containerd", "");
@@ -192,9 +193,13 @@ fn bad_input_fails_with_one_line_distinct_codes_and_an_untouched_host() {
         let before = tree_digest(root.path());
         let (code, stderr) = run(root.path(), &case.global_args);
         let lines: Vec<&str> = stderr.lines().collect();
-        assert_eq!(code, case.code, "{}: {stderr}", case.name);
+        assert_eq!(code, case.code.0, "{}: {stderr}", case.name);
         assert_eq!(lines.len(), 1, "{}: one line expected: {stderr}", case.name);
-        assert!(lines[0].starts_with("error: "), "{}: {stderr}", case.name);
+        assert!(
+            lines[0].starts_with(&format!("error[{}]: ", case.code.1)),
+            "{}: {stderr}",
+            case.name
+        );
         for word in &case.says {
             assert!(
                 stderr.contains(word),
@@ -225,7 +230,7 @@ fn bootstrap_refuses_cluster_input_before_preparing_the_host() {
             )),
             setup: nothing,
             global_args: vec![],
-            code: 100,
+            code: (3, "pod_subnet_too_small"),
             says: vec!["10.200.0.0/24", "cluster.pod_subnet", "5 are needed"],
         },
         Case {
@@ -238,7 +243,7 @@ fn bootstrap_refuses_cluster_input_before_preparing_the_host() {
                 )
             },
             global_args: vec![],
-            code: 191,
+            code: (9, "partial_control_plane"),
             says: vec!["kubeadm reset -f", "/etc/kubernetes/admin.conf"],
         },
         Case {
@@ -246,7 +251,7 @@ fn bootstrap_refuses_cluster_input_before_preparing_the_host() {
             config: Some(BASE.to_string()),
             setup: nothing,
             global_args: vec![],
-            code: 129,
+            code: (3, "aws_region_missing"),
             says: vec!["AWS_REGION"],
         },
     ];
@@ -283,7 +288,11 @@ fn bootstrap_refuses_cluster_input_before_preparing_the_host() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(want), "{name}: {stderr}");
+        assert_eq!(out.status.code(), Some(want.0), "{name}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("error[{}]: ", want.1)),
+            "{name}: {stderr}"
+        );
         assert_eq!(
             stderr.lines().count(),
             1,

@@ -14,10 +14,11 @@ use std::time::Duration;
 use harness::fixtures::hyperpod::{Inventory, PROVISIONING_PARAMETERS};
 
 use harness::kube_api::{FaultKind, NodeSpec, TestApiServer};
+use lifecycle::agent::node_labels::label_joining_nodes;
 use lifecycle::cluster::labels::{INSTANCE_GROUP, ROLE_WORKER};
 use lifecycle::cluster::nodes::{
-    self, CONTROL_PLANE_LABEL, ExpectedNode, NodesError, controller_labels, label_joining_nodes,
-    label_node, wait_until_ready,
+    self, CONTROL_PLANE_LABEL, ExpectedNode, NodesError, controller_labels, label_node,
+    wait_until_ready,
 };
 use lifecycle::config::Config;
 use lifecycle::host::{FixedInterfaces, Host, ScriptedRunner};
@@ -224,7 +225,7 @@ async fn the_deadline_error_names_the_missing_nodes_and_what_to_do() {
         .unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(10));
     let text = e.to_string();
-    assert_eq!(e.exit_code(), 170, "{text}");
+    assert_eq!(e.kind(), "nodes_not_ready", "{text}");
     assert!(!text.contains('\n'), "{text}");
     assert!(
         text.starts_with("6 of 8 expected nodes not Ready"),
@@ -365,7 +366,7 @@ async fn server_errors_while_labelling_are_retried_but_404_and_403_are_not() {
     let start = std::time::Instant::now();
     let e = label_node(&client, "gone", &wanted).await.unwrap_err();
     assert!(matches!(e, NodesError::NodeGone { .. }), "{e}");
-    assert_eq!(e.exit_code(), 171);
+    assert_eq!(e.kind(), "node_gone");
     assert!(e.to_string().contains("gone"), "{e}");
     assert_eq!(api.requests().len(), 1);
     assert!(start.elapsed() < Duration::from_secs(2));
@@ -379,7 +380,7 @@ async fn server_errors_while_labelling_are_retried_but_404_and_403_are_not() {
     )
     .await
     .unwrap_err();
-    assert_eq!(e.exit_code(), 173, "{e}");
+    assert_eq!(e.kind(), "node_label_refused", "{e}");
     let text = e.to_string();
     assert!(
         text.contains("PATCH /api/v1/nodes/w1") && !text.contains('\n'),

@@ -19,9 +19,10 @@ use harness::kube_api::TestApiServer;
 use harness::kubeadm_stand_in::runner::StandInRunner;
 use harness::logs::CapturedLogs;
 use harness::moto::Moto;
+use lifecycle::cluster::context::{Context, cluster_key};
 use lifecycle::cluster::join_ticket::JoinTicket;
 use lifecycle::cluster::kubeadm;
-use lifecycle::cluster::phase::{self, Context};
+use lifecycle::cluster::phase;
 use lifecycle::cluster::rendezvous::{Rendezvous, TICKET_FILE};
 use lifecycle::config::Config;
 use lifecycle::host::{FixedInterfaces, Host};
@@ -150,8 +151,7 @@ rollout_timeout_secs = 0
             .unwrap();
         let sdk = self.moto.as_ref().map(|(_, sdk)| sdk);
         let rendezvous =
-            Rendezvous::from_config(&config.rendezvous, phase::cluster_key(&identity), sdk)
-                .unwrap();
+            Rendezvous::from_config(&config.rendezvous, cluster_key(&identity), sdk).unwrap();
         Node {
             root,
             host,
@@ -216,12 +216,8 @@ rollout_timeout_secs = 0
 
 impl Node {
     fn cx(&self) -> Context<'_> {
-        Context {
-            host: &self.host,
-            config: &self.config,
-            identity: &self.identity,
-            rendezvous: Some(&self.rendezvous),
-        }
+        Context::new(&self.host, &self.config, &self.identity)
+            .with_rendezvous(self.rendezvous.clone())
     }
 
     async fn bootstrap(&self) -> Result<lifecycle::plan::Plan, lifecycle::Error> {
@@ -333,7 +329,7 @@ async fn workers_started_first_join_the_controller_and_nothing_leaks() {
         );
     }
     let record: Value = serde_json::from_str(
-        &std::fs::read_to_string(controller.path(lifecycle::cluster::controller::CLUSTER_RECORD))
+        &std::fs::read_to_string(controller.path(lifecycle::cluster::record::CLUSTER_RECORD))
             .unwrap(),
     )
     .unwrap();
@@ -392,7 +388,7 @@ async fn a_half_initialised_control_plane_is_refused_before_anything_changes() {
         .await;
     let before = harness::fixtures::host_root::tree_digest(controller.root.path());
     let err = controller.bootstrap().await.unwrap_err();
-    assert_eq!(err.exit_code(), 191, "{err}");
+    assert_eq!(err.kind(), "partial_control_plane", "{err}");
     let message = err.to_string();
     assert!(message.contains("kubeadm reset -f"), "{message}");
     assert!(message.contains(kubeadm::ADMIN_CONF), "{message}");
@@ -457,7 +453,7 @@ async fn corrupted_ticket(kind: Kind) {
         started.elapsed().as_secs() < 10,
         "a malformed ticket must fail fast"
     );
-    assert_eq!(err.exit_code(), 120, "{err}");
+    assert_eq!(err.kind(), "ticket_malformed", "{err}");
     let message = err.to_string();
     assert!(message.contains("ca_pins[0]"), "{message}");
     assert!(message.contains(&bed.location()), "{message}");
@@ -477,7 +473,7 @@ async fn ca_pin_mismatch(kind: Kind) {
 
     let late = bed.node_with("10.20.0.3", |_| {}).await;
     let err = late.bootstrap().await.unwrap_err();
-    assert_eq!(err.exit_code(), 195, "{err}");
+    assert_eq!(err.kind(), "ticket_ca_pin_mismatch", "{err}");
     let message = err.to_string();
     assert!(message.contains("CA pin"), "{message}");
     assert!(!message.contains(&token), "the error shows the token");
@@ -529,7 +525,7 @@ async fn rotation_while_polling(kind: Kind) {
         "the worker did not wait for a usable ticket"
     );
 
-    let fresh = lifecycle::cluster::controller::generate_new_token(&controller.cx())
+    let fresh = lifecycle::ops::generate_new_token::generate_new_token(&controller.cx())
         .await
         .unwrap();
     assert_ne!(fresh.token.id(), old.token.id());

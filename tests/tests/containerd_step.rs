@@ -591,8 +591,8 @@ async fn broken_toml_names_file_and_line() {
     let e = node.plan().unwrap_err();
     let s = e.to_string();
     assert!(s.contains("/etc/containerd/config.toml: line 3:"), "{s}");
-    assert_eq!(e.exit_code(), 67);
-    assert_eq!(lifecycle::Error::from(e).exit_code(), 67);
+    assert_eq!(e.kind(), "containerd_config_syntax");
+    assert_eq!(lifecycle::Error::from(e).kind(), "containerd_config_syntax");
 }
 
 #[tokio::test]
@@ -608,7 +608,7 @@ async fn wrong_types_name_the_key() {
         s.contains("line 3: `plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options.SystemdCgroup` must be a boolean"),
         "{s}"
     );
-    assert_eq!(e.exit_code(), 69);
+    assert_eq!(e.kind(), "containerd_config_wrong_type");
     // Nothing was touched.
     assert!(!node.path(DROP_IN).exists());
 
@@ -636,7 +636,7 @@ async fn wrong_types_name_the_key() {
         p.notes
     );
     node.write(CONFIG, "version = 1\n");
-    assert_eq!(node.plan().unwrap_err().exit_code(), 68);
+    assert_eq!(node.plan().unwrap_err().kind(), "containerd_config_schema");
 }
 
 #[tokio::test]
@@ -653,12 +653,12 @@ async fn missing_containerd_is_a_clear_error() {
         "{s}"
     );
     assert!(s.contains("apt-get install containerd"), "{s}");
-    assert_eq!(e.exit_code(), 65);
+    assert_eq!(e.kind(), "containerd_not_installed");
 
     node.runner
         .once(&["containerd"], CmdOutput::failed(1, "panic: boom"));
     let e = node.plan().unwrap_err();
-    assert_eq!(e.exit_code(), 66, "{e}");
+    assert_eq!(e.kind(), "containerd_default_config_failed", "{e}");
     assert!(e.to_string().contains("boom"), "{e}");
 }
 
@@ -674,7 +674,10 @@ async fn sandbox_image_follows_the_kubernetes_minor_and_repository() {
             .contains("sandbox_image = \"mirror.internal:5000/k8s/pause:3.9\"")
     );
     node.config.kubernetes.version = "1.23.0".into();
-    assert_eq!(node.plan().unwrap_err().exit_code(), 72);
+    assert_eq!(
+        node.plan().unwrap_err().kind(),
+        "kubernetes_version_unsupported"
+    );
     assert_eq!(containerd::pause_tag(1, 33), Some("3.10"));
     assert_eq!(containerd::pause_tag(1, 31), Some("3.10"));
     assert_eq!(containerd::pause_tag(1, 27), Some("3.9"));

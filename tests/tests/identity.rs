@@ -160,7 +160,7 @@ async fn config_groups_win_and_work_without_provisioning_parameters() {
     inv.write_to(root.path()).unwrap();
     let h = host(root.path(), &[inv.customer_ip("cp", 0)]);
     let e = resolve(&h, &hyperpod_config("")).await.unwrap_err();
-    assert_eq!(e.exit_code(), 33, "{e}");
+    assert_eq!(e.kind(), "no_controller_group", "{e}");
     let id = resolve(&h, &hyperpod_config("controller_groups = [\"cp\"]\n"))
         .await
         .unwrap();
@@ -368,7 +368,7 @@ async fn imds_retries_5xx_then_succeeds_and_gives_up_naming_the_endpoint() {
     imds.fail_next(1000);
     let c = client(&imds, 1000);
     let e = c.get("instance-id").await.unwrap_err();
-    assert_eq!(e.exit_code(), 38, "{e}");
+    assert_eq!(e.kind(), "imds_unreachable", "{e}");
     assert!(e.to_string().contains(&imds.url()), "{e}");
     assert!(e.to_string().contains("HTTP 500"), "{e}");
 }
@@ -436,7 +436,7 @@ async fn imds_is_contacted_only_when_the_machine_is_ec2() {
     let e = identity::resolve_with(&h, &Config::default(), &o)
         .await
         .unwrap_err();
-    assert_eq!(e.exit_code(), 38, "{e}");
+    assert_eq!(e.kind(), "imds_unreachable", "{e}");
     assert!(e.to_string().contains(&o.ec2_imds_endpoint), "{e}");
 }
 
@@ -479,7 +479,8 @@ fn tree_digest(root: &Path) -> String {
 /// One bad-input case for `hpk8s identity`.
 struct Case {
     name: &'static str,
-    code: i32,
+    /// Exit code (the class) and the kind the error line names.
+    code: (i32, &'static str),
     expect: &'static [&'static str],
 }
 
@@ -647,62 +648,62 @@ fn binary_rejects_bad_identity_input_with_distinct_codes_and_changes_nothing() {
     let cases = [
         Case {
             name: "missing",
-            code: 22,
+            code: (4, "resource_config_missing"),
             expect: &[RC, "does not exist", "SAGEMAKER_RESOURCE_CONFIG_PATH"],
         },
         Case {
             name: "unreadable",
-            code: 23,
+            code: (4, "identity_file_unreadable"),
             expect: &[RC, "cannot read"],
         },
         Case {
             name: "malformed",
-            code: 24,
+            code: (4, "resource_config_malformed"),
             expect: &[RC, "line 4 column 1", "malformed JSON"],
         },
         Case {
             name: "wrong-type",
-            code: 25,
+            code: (4, "inventory_invalid_field"),
             expect: &[RC, "`InstanceGroups`"],
         },
         Case {
             name: "no-arn",
-            code: 26,
+            code: (4, "inventory_missing_field"),
             expect: &[RC, "`ClusterConfig.ClusterArn`", "missing"],
         },
         Case {
             name: "no-customer-ip",
-            code: 26,
+            code: (4, "inventory_missing_field"),
             expect: &[RC, "`InstanceGroups[1].Instances[1].CustomerIpAddress`"],
         },
         Case {
             name: "bad-arn",
-            code: 27,
+            code: (4, "cluster_arn_invalid"),
             expect: &[RC, "ClusterConfig.ClusterArn", "account"],
         },
         Case {
             name: "env-path",
-            code: 24,
+            code: (4, "resource_config_malformed"),
             expect: &["/elsewhere/rc.json", "line 1 column 2"],
         },
         Case {
             name: "pp-malformed",
-            code: 28,
+            code: (4, "provisioning_parameters_malformed"),
             expect: &["provisioning_parameters.json", "line 1"],
         },
         Case {
             name: "address-absent",
-            code: 29,
+            code: (4, "address_not_in_inventory"),
             expect: &[RC, "none of this host's addresses"],
         },
         Case {
             name: "pinned-absent",
-            code: 31,
+            code: (3, "node_address_not_in_inventory"),
             expect: &["node.address = 10.9.9.9", RC],
         },
         Case {
             name: "duplicate",
-            code: 32,
+            code: (4, "inventory_duplicate_address"),
             expect: &[
                 "10.1.0.2",
                 "InstanceGroups[1].Instances[0] and InstanceGroups[1].Instances[1]",
@@ -710,7 +711,7 @@ fn binary_rejects_bad_identity_input_with_distinct_codes_and_changes_nothing() {
         },
         Case {
             name: "no-controller",
-            code: 33,
+            code: (4, "no_controller_group"),
             expect: &[
                 "cannot tell which instance group is the controller",
                 "identity.controller_groups",
@@ -718,27 +719,27 @@ fn binary_rejects_bad_identity_input_with_distinct_codes_and_changes_nothing() {
         },
         Case {
             name: "unknown-group",
-            code: 34,
+            code: (4, "unknown_instance_group"),
             expect: &["`controller-group`", "identity.controller_groups", RC],
         },
         Case {
             name: "conflict",
-            code: 35,
+            code: (4, "conflicting_group_roles"),
             expect: &["`login-group`"],
         },
         Case {
             name: "static-empty",
-            code: 36,
+            code: (3, "static_nodes_missing"),
             expect: &["identity.nodes"],
         },
         Case {
             name: "static-no-controller",
-            code: 37,
+            code: (3, "static_controller_missing"),
             expect: &["identity.nodes", "controller"],
         },
         Case {
             name: "imds-down",
-            code: 38,
+            code: (6, "imds_unreachable"),
             expect: &["http://127.0.0.1:", "unreachable"],
         },
     ];
@@ -753,14 +754,14 @@ fn binary_rejects_bad_identity_input_with_distinct_codes_and_changes_nothing() {
         let before = tree_digest(&root);
         let (code, stdout, stderr) = run_identity(&root, &cwd, &setup);
         let lines: Vec<&str> = stderr.lines().collect();
-        let ok = code == case.code
+        let ok = code == case.code.0
             && stdout.is_empty()
             && lines.len() == 1
-            && lines[0].starts_with("error: ")
+            && lines[0].starts_with(&format!("error[{}]: ", case.code.1))
             && case.expect.iter().all(|e| lines[0].contains(e));
         if !ok {
             failures.push(format!(
-                "{}: exit {code} (want {}), stderr: {stderr}",
+                "{}: exit {code} (want {:?}), stderr: {stderr}",
                 case.name, case.code
             ));
         }
@@ -772,10 +773,10 @@ fn binary_rejects_bad_identity_input_with_distinct_codes_and_changes_nothing() {
         );
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
-    let mut codes: Vec<i32> = cases.iter().map(|c| c.code).collect();
-    codes.sort_unstable();
-    codes.dedup();
-    assert!(codes.len() >= 8);
+    let mut kinds: Vec<&str> = cases.iter().map(|c| c.code.1).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    assert!(kinds.len() >= 8);
 }
 
 #[test]

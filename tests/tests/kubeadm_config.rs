@@ -554,7 +554,7 @@ fn endpoint_overrides_ipv6_and_small_node_ranges() {
         kubeadm,
     )
     .unwrap_err();
-    assert_eq!(e.exit_code(), 115, "{e}");
+    assert_eq!(e.kind(), "endpoint_invalid", "{e}");
     assert!(
         e.to_string().contains("cluster.control_plane_endpoint"),
         "{e}"
@@ -584,7 +584,7 @@ fn token_appears_only_in_the_rendered_bytes() {
         &no_pin,
     )
     .unwrap_err();
-    assert_eq!(e.exit_code(), 116);
+    assert_eq!(e.kind(), "ca_pin_malformed");
     assert!(!format!("{e} {e:?}").contains(SECRET));
 }
 
@@ -595,7 +595,7 @@ fn wrong_inputs_are_refused_with_their_codes() {
     let code = |r: Result<Rendered, ClusterConfigError>| {
         let e = r.unwrap_err();
         assert!(!e.to_string().contains('\n'), "{e}");
-        (e.exit_code(), e.to_string())
+        (e.kind(), e.to_string())
     };
     let (c, m) = code(kubeadm_config::render_init(
         &identity(Role::Worker),
@@ -604,7 +604,7 @@ fn wrong_inputs_are_refused_with_their_codes() {
         &token(),
         kubeadm,
     ));
-    assert_eq!(c, 118, "{m}");
+    assert_eq!(c, "kubeadm_role_mismatch_bug", "{m}");
     let (c, m) = code(kubeadm_config::render_join(
         &identity(Role::Controller),
         &config,
@@ -613,7 +613,7 @@ fn wrong_inputs_are_refused_with_their_codes() {
         kubeadm,
         &discovery(),
     ));
-    assert_eq!(c, 118, "{m}");
+    assert_eq!(c, "kubeadm_role_mismatch_bug", "{m}");
 
     let mut bad_group = identity(Role::Worker);
     bad_group.group = "gpu workers".into();
@@ -625,7 +625,7 @@ fn wrong_inputs_are_refused_with_their_codes() {
         kubeadm,
         &discovery(),
     ));
-    assert_eq!(c, 113, "{m}");
+    assert_eq!(c, "label_value_invalid", "{m}");
     assert!(
         m.contains(labels::INSTANCE_GROUP) && m.contains("gpu workers"),
         "{m}"
@@ -641,7 +641,7 @@ fn wrong_inputs_are_refused_with_their_codes() {
         kubeadm,
         &discovery(),
     ));
-    assert_eq!(c, 114, "{m}");
+    assert_eq!(c, "node_name_invalid", "{m}");
     assert!(m.contains("node.name"), "{m}");
 
     let mut bad_pin = discovery();
@@ -654,7 +654,7 @@ fn wrong_inputs_are_refused_with_their_codes() {
         kubeadm,
         &bad_pin,
     ));
-    assert_eq!(c, 116, "{m}");
+    assert_eq!(c, "ca_pin_malformed", "{m}");
     assert!(m.contains("1 malformed"), "{m}");
 
     let old = KubeadmVersion::parse("v1.32.3").unwrap();
@@ -665,7 +665,7 @@ fn wrong_inputs_are_refused_with_their_codes() {
         &token(),
         old,
     ));
-    assert_eq!(c, 112, "{m}");
+    assert_eq!(c, "kubeadm_version_skew", "{m}");
     assert!(m.contains("v1.32.3") && m.contains("1.34.1"), "{m}");
 }
 
@@ -678,14 +678,14 @@ fn api_version_follows_kubeadm() {
     assert_eq!(api("v1.34.1\n"), ApiVersion::V1beta4);
     assert_eq!(api("v1.31.2-eks-7f9249a"), ApiVersion::V1beta4);
     let e = KubeadmVersion::parse("").unwrap_err();
-    assert_eq!(e.exit_code(), 110);
+    assert_eq!(e.kind(), "kubeadm_version_unreadable");
     let e = KubeadmVersion::parse("1.31").unwrap_err();
     assert!(e.to_string().contains("`1.31`"), "{e}");
     let e = KubeadmVersion::parse("v1.23.17")
         .unwrap()
         .api_version()
         .unwrap_err();
-    assert_eq!(e.exit_code(), 111);
+    assert_eq!(e.kind(), "kubeadm_too_old");
 }
 
 // ---------------------------------------------------------------------------
@@ -755,7 +755,7 @@ fn user_pod_subnet_too_small_is_refused_naming_key_capacity_and_need() {
         ..ClusterConfig::default()
     };
     let e = plan(&c, 300).unwrap_err();
-    assert_eq!(e.exit_code(), 100);
+    assert_eq!(e.kind(), "pod_subnet_too_small");
     let m = e.to_string();
     for part in [
         "cluster.pod_subnet 10.244.0.0/16",
@@ -782,7 +782,7 @@ fn overlap_with_service_subnet_is_refused_naming_both() {
         ..ClusterConfig::default()
     };
     let e = pod_network::plan(&c, 10, &[]).unwrap_err();
-    assert_eq!(e.exit_code(), 106);
+    assert_eq!(e.kind(), "subnets_overlap");
     let m = e.to_string();
     assert!(
         m.contains("10.0.0.0/8") && m.contains("10.96.0.0/12"),
@@ -796,7 +796,7 @@ fn overlap_with_service_subnet_is_refused_naming_both() {
         ..ClusterConfig::default()
     };
     let e = pod_network::plan(&c, 4000, &[]).unwrap_err();
-    assert_eq!(e.exit_code(), 106);
+    assert_eq!(e.kind(), "subnets_overlap");
     let m = e.to_string();
     assert!(
         m.contains("10.224.0.0/11") && m.contains("10.250.0.0/16"),
@@ -812,7 +812,7 @@ fn overlap_with_node_addresses_is_refused_naming_both_ranges() {
         ..ClusterConfig::default()
     };
     let e = plan(&c, 100).unwrap_err();
-    assert_eq!(e.exit_code(), 107);
+    assert_eq!(e.kind(), "node_address_in_subnet");
     let m = e.to_string();
     for part in [
         "cluster.pod_subnet 10.1.0.0/16",
@@ -833,7 +833,7 @@ fn overlap_with_node_addresses_is_refused_naming_both_ranges() {
         "fd00::1".parse().unwrap(),
     ];
     let e = pod_network::plan(&c, 3, &addresses).unwrap_err();
-    assert_eq!(e.exit_code(), 107);
+    assert_eq!(e.kind(), "node_address_in_subnet");
     let m = e.to_string();
     assert!(m.contains("cluster.service_subnet 10.1.0.0/24"), "{m}");
     assert!(
@@ -852,37 +852,41 @@ fn overlap_with_node_addresses_is_refused_naming_both_ranges() {
         kubeadm,
     )
     .unwrap_err();
-    assert_eq!(e.exit_code(), 107, "{e}");
+    assert_eq!(e.kind(), "node_address_in_subnet", "{e}");
 }
 
 #[test]
 fn other_network_refusals() {
-    let code = |c: &ClusterConfig, n: u32| plan(c, n).unwrap_err().exit_code();
+    let code = |c: &ClusterConfig, n: u32| plan(c, n).unwrap_err().kind();
     let mut c = ClusterConfig {
         node_cidr_mask_size: 16,
         ..ClusterConfig::default()
     };
     assert_eq!(
         code(&c, 300),
-        102,
+        "pod_network_no_room",
         "300 /16 ranges do not fit in 10.0.0.0/8"
     );
     for mask in [15, 29] {
         c.node_cidr_mask_size = mask;
-        assert_eq!(code(&c, 3), 103);
+        assert_eq!(code(&c, 3), "node_cidr_mask_out_of_range");
     }
     let c = ClusterConfig {
         pod_subnet: Some(cidr("100.0.0.0/7")),
         ..ClusterConfig::default()
     };
-    assert_eq!(code(&c, 3), 104, "more than 16 bits wider than /24");
+    assert_eq!(
+        code(&c, 3),
+        "pod_subnet_too_wide",
+        "more than 16 bits wider than /24"
+    );
     let mut c = ClusterConfig {
         service_subnet: cidr("10.96.0.0/11"),
         ..ClusterConfig::default()
     };
-    assert_eq!(code(&c, 3), 105);
+    assert_eq!(code(&c, 3), "service_subnet_size");
     c.service_subnet = cidr("10.96.0.0/29");
-    assert_eq!(code(&c, 3), 105);
+    assert_eq!(code(&c, 3), "service_subnet_size");
 }
 
 // ---------------------------------------------------------------------------
@@ -951,7 +955,7 @@ fn token_parse_and_redaction() {
         "",
     ] {
         let e = BootstrapToken::parse(bad).unwrap_err();
-        assert_eq!(e.exit_code(), 108);
+        assert_eq!(e.kind(), "bootstrap_token_malformed");
         let shown = format!("{e} {e:?}");
         assert!(!shown.contains("0123456789abcde"), "{shown}");
     }
@@ -1086,7 +1090,7 @@ fn cluster_section_parses_validates_and_shows() {
     ];
     for (text, line, part) in invalid {
         let e = parse_config(text).unwrap_err();
-        assert_eq!(e.exit_code(), 13, "{e}");
+        assert_eq!(e.kind(), "config_invalid_value", "{e}");
         assert!(
             matches!(&e, ConfigError::Invalid { line: l, .. } if *l == line),
             "{e}"
@@ -1094,5 +1098,5 @@ fn cluster_section_parses_validates_and_shows() {
         assert!(e.to_string().contains(part), "{part:?} missing: {e}");
     }
     let e = parse_config("[cluster]\npod_cidr = \"10.0.0.0/8\"\n").unwrap_err();
-    assert_eq!(e.exit_code(), 12, "{e}");
+    assert_eq!(e.kind(), "config_unknown_key", "{e}");
 }

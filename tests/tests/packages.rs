@@ -329,7 +329,7 @@ async fn checksum_mismatch_leaves_the_root_byte_for_byte_unchanged() {
         step: "packages".into(),
         source: err,
     };
-    assert_eq!(err.exit_code(), 94);
+    assert_eq!(err.kind(), "checksum_mismatch");
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
     assert_eq!(snapshot(node.root.path()), before);
     assert!(node.runner.calls().is_empty(), "{:?}", node.runner.calls());
@@ -344,7 +344,7 @@ async fn mirror_failures_are_distinct_and_change_nothing() {
     let before = snapshot(node.root.path());
     let e = node.plan().await.unwrap_err();
     assert!(matches!(e, Error::MirrorUnreachable { .. }), "{e}");
-    assert_eq!(e.exit_code(), 80);
+    assert_eq!(e.kind(), "mirror_unreachable");
     assert!(e.to_string().contains("kubelet.sha256"), "{e}");
     assert!(!e.to_string().contains('\n'), "{e}");
     assert_eq!(snapshot(node.root.path()), before);
@@ -355,7 +355,7 @@ async fn mirror_failures_are_distinct_and_change_nothing() {
     let node = Node::new(config).await;
     let e = node.plan().await.unwrap_err();
     assert!(matches!(e, Error::MirrorNotFound { .. }), "{e}");
-    assert_eq!(e.exit_code(), 81);
+    assert_eq!(e.kind(), "mirror_file_missing");
     assert!(e.to_string().contains("/v1.35.0/bin/linux/"), "{e}");
 
     // The mirror is broken.
@@ -363,14 +363,14 @@ async fn mirror_failures_are_distinct_and_change_nothing() {
     server.respond_with(Some(500));
     let e = node.plan().await.unwrap_err();
     assert!(matches!(e, Error::MirrorStatus { status: 500, .. }), "{e}");
-    assert_eq!(e.exit_code(), 82);
+    assert_eq!(e.kind(), "mirror_http_error");
     server.respond_with(None);
 
     // A checksum file that is not one.
     layout.garble_checksum("kubeadm").unwrap();
     let e = node.plan().await.unwrap_err();
     assert!(matches!(e, Error::MalformedChecksum { .. }), "{e}");
-    assert_eq!(e.exit_code(), 83);
+    assert_eq!(e.kind(), "mirror_checksum_malformed");
     assert!(e.to_string().contains("kubeadm.sha256"), "{e}");
     assert!(!e.to_string().contains("oops"), "{e}");
     assert!(node.runner.calls().is_empty());
@@ -456,7 +456,7 @@ async fn file_url_mirror_and_install_dir() {
 
     std::fs::remove_dir_all(layout.binary_dir()).unwrap();
     let e = node.plan().await.unwrap_err();
-    assert_eq!(e.exit_code(), 81, "{e}");
+    assert_eq!(e.kind(), "mirror_file_missing", "{e}");
 }
 
 #[tokio::test]
@@ -666,7 +666,7 @@ async fn apt_errors() {
     let node = Node::new(Config::default()).await;
     let e = node.plan().await.unwrap_err();
     assert!(matches!(e, Error::NotDebian { .. }), "{e}");
-    assert_eq!(e.exit_code(), 76);
+    assert_eq!(e.kind(), "apt_unavailable");
     assert!(e.to_string().contains("\"mirror\""), "{e}");
     assert!(node.runner.calls().is_empty());
 
@@ -676,7 +676,7 @@ async fn apt_errors() {
         CmdOutput::failed(2, "dpkg-query: error: database is locked"),
     );
     let e = node.plan().await.unwrap_err();
-    assert_eq!(e.exit_code(), 77, "{e}");
+    assert_eq!(e.kind(), "package_query_failed", "{e}");
     assert!(e.to_string().contains("database is locked"), "{e}");
 }
 
@@ -717,7 +717,7 @@ fn binary_config(url: &str) -> String {
 }
 
 #[test]
-fn binary_bad_checksum_exits_94_and_changes_nothing() {
+fn binary_bad_checksum_exits_as_verification_failed_and_changes_nothing() {
     let (_dir, layout, server) = mirror(VERSION);
     layout.corrupt_checksum("kubeadm").unwrap();
     let root = tempfile::tempdir().unwrap();
@@ -738,7 +738,8 @@ fn binary_bad_checksum_exits_94_and_changes_nothing() {
         &binary_config(&server.url_with_credentials("u", "hunter2-s3cret")),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(94), "{stderr}");
+    assert_eq!(out.status.code(), Some(10), "{stderr}");
+    assert!(stderr.contains("error[checksum_mismatch]: "), "{stderr}");
     assert!(stderr.contains("checksum mismatch"), "{stderr}");
     assert!(stderr.contains("/kubeadm"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
@@ -752,13 +753,17 @@ fn binary_bad_checksum_exits_94_and_changes_nothing() {
 }
 
 #[test]
-fn binary_unreachable_mirror_exits_80() {
+fn binary_unreachable_mirror_exits_as_unavailable() {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("etc")).unwrap();
     let before = snapshot(root.path());
     let out = bootstrap(root.path(), &binary_config(&unreachable_url().unwrap()));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(80), "{stderr}");
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.starts_with("error[mirror_unreachable]: "),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("cannot reach the package mirror"),
         "{stderr}"

@@ -316,7 +316,7 @@ async fn a_foreign_file_system_on_the_reused_array_is_an_error() {
     let identity = id(&host, &config).await;
     let cx = cx_with(&host, &config, &identity);
     let e = instance_store::plan(&cx).unwrap_err();
-    assert_eq!(e.exit_code(), 59);
+    assert_eq!(e.kind(), "foreign_raid_array");
     let msg = e.to_string();
     assert!(
         msg.contains("/dev/md/hpk8s-nvme") && msg.contains("ext4"),
@@ -464,7 +464,7 @@ async fn kubelet_directory_already_in_use_or_mounted_elsewhere_is_an_error() {
     let identity = id(&host, &config).await;
     let cx = cx_with(&host, &config, &identity);
     let e = instance_store::plan(&cx).unwrap_err();
-    assert_eq!(e.exit_code(), 61, "{e}");
+    assert_eq!(e.kind(), "directory_busy", "{e}");
     assert!(
         e.to_string()
             .contains("/var/lib/kubelet has file systems mounted inside it")
@@ -478,7 +478,7 @@ async fn kubelet_directory_already_in_use_or_mounted_elsewhere_is_an_error() {
     let identity = id(&host, &config).await;
     let cx = cx_with(&host, &config, &identity);
     let e = instance_store::plan(&cx).unwrap_err();
-    assert_eq!(e.exit_code(), 60, "{e}");
+    assert_eq!(e.kind(), "foreign_mount", "{e}");
     assert!(e.to_string().contains("move_kubelet = false"), "{e}");
 }
 
@@ -587,7 +587,7 @@ async fn invalid_networking_config_names_the_key() {
     let identity = id(&host, &config).await;
     let cx = cx_with(&host, &config, &identity);
     let e = networking::plan(&cx).unwrap_err();
-    assert_eq!(e.exit_code(), 51);
+    assert_eq!(e.kind(), "kernel_module_name_invalid");
     assert!(e.to_string().contains("networking.modules"), "{e}");
     let mut config = Config::default();
     config
@@ -595,7 +595,7 @@ async fn invalid_networking_config_names_the_key() {
         .sysctls
         .insert("net/../../x".into(), "1".into());
     let e = networking::plan(&cx_with(&host, &config, &identity)).unwrap_err();
-    assert_eq!(e.exit_code(), 52, "{e}");
+    assert_eq!(e.kind(), "sysctl_key_invalid", "{e}");
 }
 
 fn cx_with<'a>(host: &'a Host, config: &'a Config, identity: &'a NodeIdentity) -> Context<'a> {
@@ -761,7 +761,7 @@ async fn pod_logs_move_with_kubelet_and_kubelet_state_unknown_is_an_error() {
     let host = sim.host();
     let cx = cx_with(&host, &config, &identity);
     let e = instance_store::plan(&cx).unwrap_err();
-    assert_eq!(e.exit_code(), 64, "{e}");
+    assert_eq!(e.kind(), "service_state_unknown", "{e}");
     assert!(
         e.to_string()
             .contains("systemctl is-active kubelet.service"),

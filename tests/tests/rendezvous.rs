@@ -424,7 +424,7 @@ async fn an_endpoint_refusing_connections_keeps_the_worker_waiting() {
         .expect_err("nothing listens");
     let text = captured(&e);
     assert!(started.elapsed() >= Duration::from_secs(2));
-    assert_eq!(e.exit_code(), 122, "{text}");
+    assert_eq!(e.kind(), "ticket_wait_deadline", "{text}");
     assert!(text.contains(&format!("secret {SECRET}")), "{text}");
     assert!(text.contains("after waiting 2 s"), "{text}");
     assert!(text.contains(&format!("API endpoint {dead}")), "{text}");
@@ -482,7 +482,7 @@ async fn a_malformed_ticket_fails_fast_naming_the_field() {
             started.elapsed() < Duration::from_secs(5),
             "not fast: {text}"
         );
-        assert_eq!(e.exit_code(), 120, "{text}");
+        assert_eq!(e.kind(), "ticket_malformed", "{text}");
         assert!(text.contains(named), "{field}: {text}");
         assert!(text.contains(&format!("secret {SECRET}")), "{text}");
         assert!(!text.contains("AAAAAA.0123456789ABCDEF"), "{text}");
@@ -520,7 +520,7 @@ async fn access_denied_fails_fast_naming_the_iam_action() {
         .expect_err("denied");
     let text = captured(&e);
     assert!(started.elapsed() < Duration::from_secs(5), "{text}");
-    assert_eq!(e.exit_code(), 121, "{text}");
+    assert_eq!(e.kind(), "rendezvous_access_denied", "{text}");
     assert!(matches!(e, RendezvousError::AccessDenied { .. }), "{text}");
     assert!(text.contains("secretsmanager:GetSecretValue"), "{text}");
     assert!(text.contains(&format!("secret {SECRET}")), "{text}");
@@ -558,7 +558,7 @@ async fn directory_rendezvous_writes_atomically_0600_and_workers_wait() {
     assert_eq!(r.fetch().await.expect("fetch"), None);
     let e = r.publish(&first).await.expect_err("no directory");
     let text = captured(&e);
-    assert_eq!(e.exit_code(), 126, "{text}");
+    assert_eq!(e.kind(), "rendezvous_directory_missing", "{text}");
     assert!(text.contains(&shared.display().to_string()), "{text}");
 
     let waiter = spawn_wait(&r, policy(60));
@@ -599,7 +599,7 @@ async fn directory_rendezvous_writes_atomically_0600_and_workers_wait() {
         .await
         .expect_err("corrupt");
     let text = captured(&e);
-    assert_eq!(e.exit_code(), 120, "{text}");
+    assert_eq!(e.kind(), "ticket_malformed", "{text}");
     assert!(text.contains(&file.display().to_string()), "{text}");
 }
 
@@ -679,5 +679,5 @@ fn the_rendezvous_section_is_validated() {
     assert!(parse("[rendezvous]\nkind = \"s3\"\n").is_err());
     let sm = Rendezvous::from_config(&RendezvousConfig::default(), CLUSTER, None)
         .expect_err("secrets-manager without AWS config");
-    assert_eq!(sm.exit_code(), 128);
+    assert_eq!(sm.kind(), "rendezvous_setting_invalid");
 }

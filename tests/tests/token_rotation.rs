@@ -17,12 +17,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use harness::kube_api::{FaultKind, TestApiServer};
 use harness::moto::{DEFAULT_REGION, Moto};
 use harness::require;
+use lifecycle::agent::token_rotation::run_rotation;
 use lifecycle::cluster::bootstrap_token::{BootstrapToken, SECRET_TYPE, TokenTtl};
 use lifecycle::cluster::join_ticket::{JoinTicket, JoinToken, TICKET_VERSION};
 use lifecycle::cluster::rendezvous::Rendezvous;
 use lifecycle::cluster::token_rotation::{
-    TokenError, create_token, delete_superseded_tokens, rotate, rotation_due, run_rotation,
-    token_description,
+    TokenError, create_token, delete_superseded_tokens, rotate, rotation_due, token_description,
 };
 use lifecycle::config::{RendezvousConfig, RendezvousKind};
 use serde_json::json;
@@ -429,7 +429,7 @@ async fn a_forbidden_api_ends_the_loop_with_the_endpoint_named() {
     .await
     .unwrap_err();
     let text = error_text(&e);
-    assert_eq!(e.exit_code(), 181, "{text}");
+    assert_eq!(e.kind(), "token_create_failed", "{text}");
     assert!(!e.is_transient());
     assert!(
         e.to_string()

@@ -11,12 +11,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::class::classify;
+pub use crate::values::duration::{DurationError, MAX_TTL, MIN_TTL, TokenTtl, parse_duration};
+use crate::values::time::rfc3339;
 
 /// Characters of a token, both parts (`[a-z0-9]`).
 pub const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -37,11 +40,6 @@ pub const NODE_BOOTSTRAP_GROUP: &str = "system:bootstrappers:kubeadm:default-nod
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`] (also hpk8s's field manager).
 pub const MANAGED_BY: &str = super::labels::FIELD_MANAGER;
-/// Shortest token lifetime accepted: joins take a while after a reboot.
-pub const MIN_TTL: Duration = Duration::from_secs(60);
-/// Longest token lifetime accepted (a week): a leaked token is a way into
-/// the cluster until it expires, and tokens are renewed as nodes join.
-pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Errors of bootstrap tokens (exit codes 108–109, see `docs/exit-codes.md`).
 #[derive(Debug, thiserror::Error)]
@@ -64,15 +62,10 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// Process exit code for this error.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Malformed { .. } => 108,
-            Error::Rng { .. } => 109,
-        }
-    }
-}
+classify!(Error {
+    Malformed { .. } => Input "bootstrap_token_malformed";
+    Rng { .. } => Host "rng_failed";
+});
 
 /// A bootstrap token `<id>.<secret>`. `Debug` and `Display` show only the id.
 #[derive(Clone, PartialEq, Eq)]
@@ -190,17 +183,6 @@ fn random_chars(
     Ok(out)
 }
 
-/// UTC RFC 3339 with whole seconds (`2026-11-22T19:30:54Z`).
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    k8s_openapi::jiff::Timestamp::from_second(secs)
-        .unwrap_or(k8s_openapi::jiff::Timestamp::MAX)
-        .to_string()
-}
-
 impl fmt::Debug for BootstrapToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BootstrapToken")
@@ -224,126 +206,6 @@ impl FromStr for BootstrapToken {
     }
 }
 
-/// A token lifetime (`cluster.token_ttl`): `30m`, `4h`, `1h30m`, `90s`,
-/// between one minute and a week.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct TokenTtl(Duration);
-
-/// Why a duration was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
-    /// Not hours, minutes and seconds like `1h30m`.
-    #[error("`{0}` is not a duration like 30m, 4h or 1h30m (units h, m, s, in that order)")]
-    Syntax(String),
-    /// Outside what a token lifetime may be.
-    #[error("`{0}` is out of range; a token lifetime must be from 1m to 168h (a week)")]
-    Range(String),
-}
-
-impl TokenTtl {
-    /// The lifetime; `None` outside [`MIN_TTL`]..=[`MAX_TTL`] or when not
-    /// whole seconds.
-    pub fn new(d: Duration) -> Option<TokenTtl> {
-        (d.subsec_nanos() == 0 && (MIN_TTL..=MAX_TTL).contains(&d)).then_some(TokenTtl(d))
-    }
-
-    /// The lifetime.
-    pub fn duration(&self) -> Duration {
-        self.0
-    }
-
-    /// Go's `time.Duration` spelling, as kubeadm prints it (`4h0m0s`).
-    pub fn go_duration(&self) -> String {
-        let s = self.0.as_secs();
-        let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
-        match (h, m) {
-            (0, 0) => format!("{s}s"),
-            (0, _) => format!("{m}m{s}s"),
-            _ => format!("{h}h{m}m{s}s"),
-        }
-    }
-}
-
-impl Default for TokenTtl {
-    /// Four hours: long enough for a large cluster to come up, short enough
-    /// that a leaked token soon stops working.
-    fn default() -> Self {
-        TokenTtl(Duration::from_secs(4 * 3600))
-    }
-}
-
-/// Parses `1h30m`, `30m`, `4h`, `90s`, `1h30m15s`: whole numbers, units
-/// `h`, `m`, `s`, each at most once and in that order.
-pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
-    let syntax = || DurationError::Syntax(text.to_string());
-    let mut rest = text;
-    let mut total: u64 = 0;
-    let mut next_unit = 0; // units must come in the order of UNITS
-    const UNITS: [(char, u64); 3] = [('h', 3600), ('m', 60), ('s', 1)];
-    if rest.is_empty() {
-        return Err(syntax());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || digits > 9 {
-            return Err(syntax());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| syntax())?;
-        let unit = rest[digits..].chars().next().ok_or_else(syntax)?;
-        let index = UNITS
-            .iter()
-            .position(|(u, _)| *u == unit)
-            .ok_or_else(syntax)?;
-        if index < next_unit {
-            return Err(syntax());
-        }
-        next_unit = index + 1;
-        total += n * UNITS[index].1;
-        rest = &rest[digits + 1..];
-    }
-    Ok(Duration::from_secs(total))
-}
-
-impl FromStr for TokenTtl {
-    type Err = DurationError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TokenTtl::new(parse_duration(s)?).ok_or_else(|| DurationError::Range(s.to_string()))
-    }
-}
-
-impl fmt::Display for TokenTtl {
-    /// The shortest spelling (`4h`, `1h30m`, `90s` → `1m30s`).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.0.as_secs();
-        let parts = [(s / 3600, 'h'), (s / 60 % 60, 'm'), (s % 60, 's')];
-        let mut any = false;
-        for (n, unit) in parts {
-            if n > 0 {
-                write!(f, "{n}{unit}")?;
-                any = true;
-            }
-        }
-        if !any {
-            f.write_str("0s")?;
-        }
-        Ok(())
-    }
-}
-
-impl Serialize for TokenTtl {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for TokenTtl {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,11 +223,5 @@ mod tests {
         };
         assert_eq!(random_chars(4, &mut fill).unwrap(), "a99a");
         assert_eq!(calls, 1);
-    }
-
-    #[test]
-    fn rfc3339_is_utc_whole_seconds() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_795_376_254_500);
-        assert_eq!(rfc3339(t), "2026-11-22T19:37:34Z");
     }
 }

@@ -3,6 +3,7 @@
 //! of the CA certificate). Pinning the key, not the certificate, is what
 //! kubeadm does, so a re-issued CA with the same key keeps its pin.
 
+use crate::error::class::classify;
 use sha2::{Digest as _, Sha256};
 use x509_parser::pem::parse_x509_pem;
 
@@ -38,16 +39,11 @@ pub enum CaPinError {
     },
 }
 
-impl CaPinError {
-    /// Process exit code (cluster phase; see `docs/exit-codes.md`).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CaPinError::NotPem { .. } => 160,
-            CaPinError::NotCertificate { .. } => 161,
-            CaPinError::BadCertificate { .. } => 162,
-        }
-    }
-}
+classify!(CaPinError {
+    NotPem { .. } => Input "ca_not_pem";
+    NotCertificate { .. } => Input "ca_not_certificate";
+    BadCertificate { .. } => Input "ca_bad_certificate";
+});
 
 /// The pin of the first certificate in `pem`.
 pub fn ca_pin(pem: &[u8]) -> Result<String, CaPinError> {
@@ -173,11 +169,11 @@ mod tests {
         let err = ca_pin(junk.as_bytes()).unwrap_err();
         assert!(matches!(err, CaPinError::BadCertificate { .. }), "{err}");
         assert_ne!(
-            err.exit_code(),
+            err.kind(),
             CaPinError::NotPem {
                 reason: String::new()
             }
-            .exit_code()
+            .kind()
         );
     }
 }

@@ -16,8 +16,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_secretsmanager::primitives::{DateTime, DateTimeFormat};
 use serde_json::{Map, Value, json};
+
+use crate::values::time::rfc3339;
 
 /// The ticket format this build writes and understands.
 pub const TICKET_VERSION: u32 = 1;
@@ -361,7 +362,7 @@ fn check_pin(index: usize, pin: &str) -> Result<(), TicketError> {
 }
 
 fn check_kubernetes_version(v: &str) -> Result<(), TicketError> {
-    if crate::config::parse_version(v).is_some() {
+    if crate::values::version::KubeVersion::parse(v).is_some() {
         Ok(())
     } else {
         Err(invalid(
@@ -374,14 +375,16 @@ fn check_kubernetes_version(v: &str) -> Result<(), TicketError> {
 /// RFC 3339 text or integer Unix seconds.
 fn parse_time(value: &Value) -> Result<SystemTime, TicketError> {
     let seconds = match value {
-        Value::String(s) => DateTime::from_str(s, DateTimeFormat::DateTime)
-            .map_err(|_| {
+        Value::String(s) => {
+            return crate::values::time::parse_rfc3339(s).ok_or_else(|| {
                 invalid(
                     "expires_at",
-                    &format!("`{s}` is not an RFC 3339 time (e.g. 2026-11-23T15:00:00Z)"),
+                    &format!(
+                        "`{s}` is not an RFC 3339 time after 1970 (e.g. 2026-11-23T15:00:00Z)"
+                    ),
                 )
-            })?
-            .secs(),
+            });
+        }
         Value::Number(n) => n
             .as_i64()
             .ok_or_else(|| invalid("expires_at", "is not whole Unix seconds"))?,
@@ -402,17 +405,6 @@ fn unix_seconds(t: SystemTime) -> Result<u64, TicketError> {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .map_err(|_| invalid("expires_at", "is before 1970"))
-}
-
-/// `2026-11-23T15:00:00Z` (whole seconds, UTC).
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    DateTime::from_secs(i64::try_from(secs).unwrap_or(i64::MAX))
-        .fmt(DateTimeFormat::DateTime)
-        .unwrap_or_else(|_| secs.to_string())
 }
 
 #[cfg(test)]

@@ -24,8 +24,10 @@ use super::bootstrap_token::{self, BootstrapToken, NODE_BOOTSTRAP_GROUP};
 use super::labels;
 use super::pod_network::{self, PodNetwork};
 use crate::config::Config;
+use crate::error::class::classify;
 use crate::hardware::Hardware;
-use crate::identity::{Lifecycle, NodeIdentity, Role, topology::strip_ml};
+use crate::identity::{Lifecycle, NodeIdentity, Role, strip_ml};
+use crate::values::version::KubeVersion;
 
 /// The API server's port.
 pub const API_SERVER_PORT: u16 = 6443;
@@ -146,25 +148,20 @@ pub enum ClusterConfigError {
     KubernetesVersion(String),
 }
 
-impl ClusterConfigError {
-    /// Process exit code for this error (see `docs/exit-codes.md`).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ClusterConfigError::Network(e) => e.exit_code(),
-            ClusterConfigError::Token(e) => e.exit_code(),
-            ClusterConfigError::KubeadmVersion { .. } => 110,
-            ClusterConfigError::UnsupportedKubeadm { .. } => 111,
-            ClusterConfigError::VersionSkew { .. } => 112,
-            ClusterConfigError::InvalidLabelValue { .. } => 113,
-            ClusterConfigError::InvalidNodeName { .. } => 114,
-            ClusterConfigError::InvalidEndpoint { .. } => 115,
-            ClusterConfigError::InvalidCaCertHash { .. } => 116,
-            ClusterConfigError::Render { .. } => 117,
-            ClusterConfigError::RoleMismatch { .. } => 118,
-            ClusterConfigError::KubernetesVersion(_) => 119,
-        }
-    }
-}
+classify!(ClusterConfigError {
+    Network { 0: e } => via e;
+    Token { 0: e } => via e;
+    KubeadmVersion { .. } => Precondition "kubeadm_version_unreadable";
+    UnsupportedKubeadm { .. } => Precondition "kubeadm_too_old";
+    VersionSkew { .. } => Config "kubeadm_version_skew";
+    InvalidLabelValue { .. } => Input "label_value_invalid";
+    InvalidNodeName { .. } => Config "node_name_invalid";
+    InvalidEndpoint { .. } => Config "endpoint_invalid";
+    InvalidCaCertHash { .. } => Input "ca_pin_malformed";
+    Render { .. } => Internal "kubeadm_render_bug";
+    RoleMismatch { .. } => Internal "kubeadm_role_mismatch_bug";
+    KubernetesVersion { .. } => Config "kubernetes_version_invalid";
+});
 
 type Result<T, E = ClusterConfigError> = std::result::Result<T, E>;
 
@@ -203,17 +200,22 @@ impl KubeadmVersion {
     /// Parses `kubeadm version -o short` output (`v1.31.4`, possibly with a
     /// build suffix like `-eks-1a2b3c` and a trailing newline).
     pub fn parse(output: &str) -> Result<KubeadmVersion> {
-        let line = output.lines().next().unwrap_or("").trim();
-        let core = line.split(['-', '+']).next().unwrap_or("");
-        let (major, minor, patch) = crate::config::parse_version(core).ok_or_else(|| {
+        let v = KubeVersion::parse_output(output).ok_or_else(|| {
             ClusterConfigError::KubeadmVersion {
-                output: line.chars().take(80).collect(),
+                output: output
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .chars()
+                    .take(80)
+                    .collect(),
             }
         })?;
         Ok(KubeadmVersion {
-            major,
-            minor,
-            patch,
+            major: v.major,
+            minor: v.minor,
+            patch: v.patch,
         })
     }
 
@@ -236,15 +238,26 @@ impl KubeadmVersion {
     /// Refuses a Kubernetes version this kubeadm cannot deploy (kubeadm
     /// handles its own minor and the one before).
     pub fn check_deploys(&self, kubernetes: &str) -> Result<()> {
-        let (major, minor, _) = crate::config::parse_version(kubernetes)
+        let wanted = KubeVersion::parse(kubernetes)
             .ok_or_else(|| ClusterConfigError::KubernetesVersion(kubernetes.to_string()))?;
-        if major != self.major || !(minor == self.minor || minor + 1 == self.minor) {
+        if !self.kube().deploys(&wanted) {
             return Err(ClusterConfigError::VersionSkew {
                 kubeadm: self.to_string(),
                 kubernetes: kubernetes.to_string(),
             });
         }
         Ok(())
+    }
+}
+
+impl KubeadmVersion {
+    /// The version as a plain Kubernetes version.
+    pub fn kube(&self) -> KubeVersion {
+        KubeVersion {
+            major: self.major,
+            minor: self.minor,
+            patch: self.patch,
+        }
     }
 }
 
@@ -813,28 +826,25 @@ mod tests {
         assert_eq!(v("v1.30.2\n").api_version().unwrap(), ApiVersion::V1beta3);
         assert_eq!(v("v1.31.0").api_version().unwrap(), ApiVersion::V1beta4);
         assert_eq!(v("v1.33.1-eks-abc").minor, 33);
-        assert_eq!(v("v1.23.9").api_version().unwrap_err().exit_code(), 111);
+        assert_eq!(
+            v("v1.23.9").api_version().unwrap_err().kind(),
+            "kubeadm_too_old"
+        );
         assert_eq!(
             KubeadmVersion::parse("command not found")
                 .unwrap_err()
-                .exit_code(),
-            110
+                .kind(),
+            "kubeadm_version_unreadable"
         );
         assert!(v("v1.34.0").check_deploys("1.34.1").is_ok());
         assert!(v("v1.34.0").check_deploys("1.33.5").is_ok());
         assert_eq!(
-            v("v1.34.0")
-                .check_deploys("1.32.0")
-                .unwrap_err()
-                .exit_code(),
-            112
+            v("v1.34.0").check_deploys("1.32.0").unwrap_err().kind(),
+            "kubeadm_version_skew"
         );
         assert_eq!(
-            v("v1.33.0")
-                .check_deploys("1.34.0")
-                .unwrap_err()
-                .exit_code(),
-            112
+            v("v1.33.0").check_deploys("1.34.0").unwrap_err().kind(),
+            "kubeadm_version_skew"
         );
     }
 

@@ -14,7 +14,6 @@
 //! [`token_description`]); it never touches any other token. Token ids are
 //! public and logged; the secret part never appears in logs or errors.
 
-use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -26,20 +25,16 @@ use super::bootstrap_token::{
 };
 use super::join_ticket::{JoinTicket, JoinToken, TicketError};
 use super::labels::FIELD_MANAGER;
-use super::nodes::is_transient;
 use super::rendezvous::{Rendezvous, RendezvousError};
+use crate::error::class::classify;
+use crate::kube::errors::class_of;
+use crate::kube::errors::is_transient;
+use crate::values::time::whole_seconds;
 
 /// Start of the `description` of every token hpk8s makes.
 pub const DESCRIPTION_PREFIX: &str = "hpk8s:";
 /// How long a superseded token keeps working by default.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(15 * 60);
-/// The rotation loop wakes at least this often to look at the published
-/// ticket (another controller run may have rotated) and at the clock.
-pub const RECHECK_EVERY: Duration = Duration::from_secs(300);
-/// First pause after a transient failure of the rotation loop.
-pub const RETRY_FIRST: Duration = Duration::from_secs(1);
-/// Longest pause after transient failures of the rotation loop.
-pub const RETRY_CAP: Duration = Duration::from_secs(300);
 /// Attempts at a token id that is not taken yet.
 const CREATE_ATTEMPTS: usize = 3;
 
@@ -120,20 +115,17 @@ pub enum TokenError {
     },
 }
 
-impl TokenError {
-    /// Process exit code for this error.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            TokenError::Generate { .. } => 180,
-            TokenError::Create { .. } => 181,
-            TokenError::Read { .. } => 182,
-            TokenError::Delete { .. } => 183,
-            TokenError::Publish { .. } => 184,
-            TokenError::Fetch { .. } => 185,
-            TokenError::Ticket { .. } => 186,
-        }
-    }
+classify!(TokenError {
+    Generate { source } => via source;
+    Create { source, .. } => Unavailable "token_create_failed" refine class_of(source);
+    Read { source, .. } => Unavailable "token_read_failed" refine class_of(source);
+    Delete { source, .. } => Unavailable "token_delete_failed" refine class_of(source);
+    Publish { source } => via source;
+    Fetch { source } => via source;
+    Ticket { .. } => Internal "token_ticket_invalid_bug";
+});
 
+impl TokenError {
     /// Whether retrying later may help (5xx, 429, unreachable API server or
     /// rendezvous).
     pub fn is_transient(&self) -> bool {
@@ -331,7 +323,9 @@ async fn token_exists(client: &Client, id: &str) -> Result<bool, TokenError> {
 
 /// The published ticket. A malformed one counts as none: the controller
 /// owns the rendezvous, and its next rotation publishes a good ticket.
-async fn fetch_published(rendezvous: &Rendezvous) -> Result<Option<JoinTicket>, TokenError> {
+pub(crate) async fn fetch_published(
+    rendezvous: &Rendezvous,
+) -> Result<Option<JoinTicket>, TokenError> {
     match rendezvous.fetch().await {
         Ok(t) => Ok(t),
         Err(e @ RendezvousError::MalformedTicket { .. }) => {
@@ -343,15 +337,8 @@ async fn fetch_published(rendezvous: &Rendezvous) -> Result<Option<JoinTicket>, 
 }
 
 /// Whether `published` is a later ticket of the same cluster than `current`.
-fn is_newer(published: &JoinTicket, current: &JoinTicket) -> bool {
+pub(crate) fn is_newer(published: &JoinTicket, current: &JoinTicket) -> bool {
     published.cluster_id == current.cluster_id && published.expires_at > current.expires_at
-}
-
-/// `t` without its fraction of a second (tickets carry whole seconds).
-fn whole_seconds(t: SystemTime) -> SystemTime {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| UNIX_EPOCH + Duration::from_secs(d.as_secs()))
-        .unwrap_or(t)
 }
 
 /// What a join ticket says besides its token: fixed for a formed cluster.
@@ -423,6 +410,57 @@ pub async fn publish_new_token(
     Ok(ticket)
 }
 
+/// What the published join ticket is worth to a controller re-run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishedTicket {
+    /// It describes this cluster, is not due for rotation and its token
+    /// exists: keep it.
+    Current(JoinTicket),
+    /// A new token and ticket are needed, for this reason.
+    Replace(String),
+}
+
+/// Looks at the published ticket (read-only: one fetch, at most one GET of
+/// the token's Secret).
+pub async fn assess_published(
+    client: &Client,
+    rendezvous: &Rendezvous,
+    fields: &TicketFields,
+    ttl: TokenTtl,
+    now: SystemTime,
+) -> Result<PublishedTicket, TokenError> {
+    let Some(published) = fetch_published(rendezvous).await? else {
+        return Ok(PublishedTicket::Replace(
+            "no usable join ticket is published".into(),
+        ));
+    };
+    if !fields.describe(&published) {
+        return Ok(PublishedTicket::Replace(
+            "the published ticket names another cluster, endpoint, CA or version".into(),
+        ));
+    }
+    if rotation_due(&published, ttl, now) {
+        let left = published
+            .expires_at
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO);
+        return Ok(PublishedTicket::Replace(if left.is_zero() {
+            "the published ticket has expired".into()
+        } else {
+            format!(
+                "the published ticket expires in {}",
+                crate::values::time::human(left)
+            )
+        }));
+    }
+    if !token_exists(client, published.token.id()).await? {
+        return Ok(PublishedTicket::Replace(
+            "the published ticket's token no longer exists".into(),
+        ));
+    }
+    Ok(PublishedTicket::Current(published))
+}
+
 /// The ticket a controller re-run publishes: the published one when it
 /// still describes this cluster, is not due for rotation and its token
 /// exists; otherwise a new token's. Returns the ticket and whether it is new.
@@ -434,20 +472,21 @@ pub async fn ensure_ticket(
     grace: Duration,
     now: SystemTime,
 ) -> Result<(JoinTicket, bool), TokenError> {
-    if let Some(published) = fetch_published(rendezvous).await?
-        && fields.describe(&published)
-        && !rotation_due(&published, ttl, now)
-        && token_exists(client, published.token.id()).await?
-    {
-        tracing::info!(
-            token_id = published.token.id(),
-            expires_at = %published.expires_at_rfc3339(),
-            "the published join ticket is current; keeping it"
-        );
-        return Ok((published, false));
+    match assess_published(client, rendezvous, fields, ttl, now).await? {
+        PublishedTicket::Current(published) => {
+            tracing::info!(
+                token_id = published.token.id(),
+                expires_at = %published.expires_at_rfc3339(),
+                "the published join ticket is current; keeping it"
+            );
+            Ok((published, false))
+        }
+        PublishedTicket::Replace(reason) => {
+            tracing::info!(%reason, "publishing a join ticket with a new bootstrap token");
+            let ticket = publish_new_token(client, rendezvous, fields, ttl, grace, now).await?;
+            Ok((ticket, true))
+        }
     }
-    let ticket = publish_new_token(client, rendezvous, fields, ttl, grace, now).await?;
-    Ok((ticket, true))
 }
 
 /// Rotates: creates a token, publishes a ticket with it (same cluster,
@@ -506,127 +545,6 @@ pub async fn rotate(
     Ok(ticket)
 }
 
-/// For the agent on the controller: sleeps until rotation is due for the
-/// current ticket, rotates, and repeats, until `shutdown` resolves. It
-/// wakes at least every [`RECHECK_EVERY`] to adopt a ticket another
-/// controller run published, and once `grace` after a rotation to delete
-/// the superseded tokens. Transient failures (API server or rendezvous
-/// unreachable, 5xx, throttling) are logged and retried with backoff, never
-/// returned; other failures end it with the error.
-pub async fn run_rotation(
-    client: &Client,
-    rendezvous: &Rendezvous,
-    current: JoinTicket,
-    ttl: TokenTtl,
-    grace: Duration,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), TokenError> {
-    let work = rotation_loop(client, rendezvous, current, ttl, grace);
-    tokio::select! {
-        () = shutdown => Ok(()),
-        r = work => r,
-    }
-}
-
-async fn rotation_loop(
-    client: &Client,
-    rendezvous: &Rendezvous,
-    mut current: JoinTicket,
-    ttl: TokenTtl,
-    grace: Duration,
-) -> Result<(), TokenError> {
-    // When superseded tokens become deletable (a second past the grace, as
-    // creation times are whole seconds).
-    let mut cleanup_at: Option<SystemTime> = Some(SystemTime::now());
-    let mut failures: u32 = 0;
-    tracing::info!(
-        token_id = current.token.id(),
-        due_at = %rfc3339(rotation_due_at(&current, ttl)),
-        "bootstrap token rotation started"
-    );
-    loop {
-        let step = rotation_step(
-            client,
-            rendezvous,
-            &mut current,
-            ttl,
-            grace,
-            &mut cleanup_at,
-        );
-        let pause = match step.await {
-            Ok(()) => {
-                failures = 0;
-                let now = SystemTime::now();
-                let next = cleanup_at.map_or(rotation_due_at(&current, ttl), |c| {
-                    c.min(rotation_due_at(&current, ttl))
-                });
-                next.duration_since(now)
-                    .unwrap_or(Duration::ZERO)
-                    .min(RECHECK_EVERY)
-            }
-            Err(e) if e.is_transient() => {
-                failures = failures.saturating_add(1);
-                let pause = retry_pause(failures);
-                tracing::warn!(error = %e, failures, pause_ms = pause.as_millis(), "bootstrap token rotation failed; retrying");
-                pause
-            }
-            Err(e) => return Err(e),
-        };
-        tokio::time::sleep(pause).await;
-    }
-}
-
-/// One look: adopt a newer published ticket, rotate when due, delete
-/// superseded tokens when their grace is over.
-async fn rotation_step(
-    client: &Client,
-    rendezvous: &Rendezvous,
-    current: &mut JoinTicket,
-    ttl: TokenTtl,
-    grace: Duration,
-    cleanup_at: &mut Option<SystemTime>,
-) -> Result<(), TokenError> {
-    let now = SystemTime::now();
-    if let Some(published) = fetch_published(rendezvous).await?
-        && is_newer(&published, current)
-    {
-        tracing::info!(
-            token_id = published.token.id(),
-            expires_at = %published.expires_at_rfc3339(),
-            "adopting the join ticket another controller run published"
-        );
-        *current = published;
-        *cleanup_at = Some(now + grace + Duration::from_secs(1));
-    }
-    if rotation_due(current, ttl, now) {
-        *current = rotate(client, rendezvous, current, ttl, grace, now).await?;
-        *cleanup_at = Some(now + grace + Duration::from_secs(1));
-    } else if cleanup_at.is_some_and(|c| now >= c) {
-        delete_superseded_tokens(client, current.token.id(), grace, now).await?;
-        *cleanup_at = None;
-    }
-    Ok(())
-}
-
-/// Full-jitter exponential pause after `failures` consecutive failures.
-fn retry_pause(failures: u32) -> Duration {
-    let base = RETRY_FIRST
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-        .min(RETRY_CAP);
-    // At least half the base, so retries never spin.
-    base.mul_f64(0.5 + fastrand::f64() / 2.0)
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    k8s_openapi::jiff::Timestamp::from_second(secs)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| secs.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,12 +589,5 @@ mod tests {
         assert!(is_hpk8s_token(&ours));
         let theirs = token.secret_object(ttl, UNIX_EPOCH, "made by kubeadm token create");
         assert!(!is_hpk8s_token(&theirs));
-    }
-
-    #[test]
-    fn retry_pauses_grow_and_are_capped() {
-        assert!(retry_pause(1) <= RETRY_FIRST && retry_pause(1) >= RETRY_FIRST / 2);
-        assert!(retry_pause(4) >= RETRY_FIRST * 4);
-        assert!(retry_pause(40) <= RETRY_CAP && retry_pause(40) >= RETRY_CAP / 2);
     }
 }

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use crate::error::class::{ExitClass, classify};
+
 /// Errors from running a command.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -35,6 +37,11 @@ pub enum CommandError {
         stderr: String,
     },
 }
+
+classify!(CommandError {
+    Spawn { source, .. } => Host "command_not_started" refine Some(ExitClass::of_io(source, ExitClass::Host));
+    Failed { .. } => Host "command_failed";
+});
 
 /// One argument of a command line, possibly secret.
 #[derive(Clone, PartialEq, Eq)]

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::Host;
+use super::access::Host;
+use crate::error::class::{ExitClass, classify};
 
 /// Where the first original of every file hpk8s overwrites is kept, so an
 /// operator can always see (and restore) what the image shipped.
@@ -36,6 +37,11 @@ pub enum FsError {
         source: std::io::Error,
     },
 }
+
+classify!(FsError {
+    Read { source, .. } => Host "host_file_unreadable" refine Some(ExitClass::of_io(source, ExitClass::Host));
+    Write { source, .. } => Host "host_file_unwritable" refine Some(ExitClass::of_io(source, ExitClass::Host));
+});
 
 /// Permissions and ownership of a file hpk8s writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -125,6 +131,17 @@ impl Host {
         std::fs::metadata(self.path(host_path))
             .ok()
             .map(|m| m.permissions().mode() & 0o7777)
+    }
+
+    /// Sets a host file's permission bits in place (no rewrite, no
+    /// rename: the file exists throughout).
+    pub fn set_mode(&self, host_path: impl AsRef<Path>, mode: u32) -> Result<(), FsError> {
+        let host_path = host_path.as_ref();
+        std::fs::set_permissions(self.path(host_path), std::fs::Permissions::from_mode(mode))
+            .map_err(|source| FsError::Write {
+                path: host_path.to_path_buf(),
+                source,
+            })
     }
 
     /// Creates a host directory and its parents (mode 0755 for new ones).

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{FsError, Host};
+use super::access::Host;
+use super::fs::FsError;
 
 /// Where the kernel lists this process's mounts.
 pub const MOUNTINFO: &str = "/proc/self/mountinfo";

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::IdentityError;
+use super::error::IdentityError;
 use crate::host::Host;
 
 /// Fails when the inventory lists one address for two nodes: matching

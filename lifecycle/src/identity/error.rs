@@ -1,9 +1,11 @@
 //! Why the node identity could not be resolved. Every variant is one line
 //! naming the file, field or endpoint involved and what to do about it, and
-//! has its own exit code in 20–39.
+//! has its own stable kind (`docs/exit-codes.md`).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+
+use crate::error::class::{ExitClass, classify};
 
 /// Errors resolving the node identity.
 #[derive(Debug, thiserror::Error)]
@@ -187,40 +189,35 @@ pub enum IdentityError {
     },
 }
 
-impl IdentityError {
-    /// Process exit code for this error (20–39, see `docs/exit-codes.md`).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            IdentityError::Interfaces(_) => 20,
-            IdentityError::NoAddress => 21,
-            IdentityError::ResourceConfigMissing { .. } => 22,
-            IdentityError::Unreadable { .. } => 23,
-            IdentityError::ResourceConfigMalformed { .. } => 24,
-            IdentityError::InvalidField { .. } => 25,
-            IdentityError::MissingField { .. } => 26,
-            IdentityError::BadArn { .. } => 27,
-            IdentityError::ProvisioningMalformed { .. } => 28,
-            IdentityError::AddressNotFound { .. } => 29,
-            IdentityError::AmbiguousAddress { .. } => 30,
-            IdentityError::PinnedAddressNotInInventory { .. } => 31,
-            IdentityError::DuplicateAddress { .. } => 32,
-            IdentityError::NoControllerGroup { .. } => 33,
-            IdentityError::UnknownGroup { .. } => 34,
-            IdentityError::ConflictingRoles { .. } => 35,
-            IdentityError::NoStaticNodes => 36,
-            IdentityError::NoStaticController => 37,
-            IdentityError::ImdsUnreachable { .. } => 38,
-            IdentityError::ImdsProtocol { .. } => 39,
-        }
-    }
-}
+classify!(IdentityError {
+    Interfaces { .. } => Precondition "interfaces_unreadable";
+    NoAddress {} => Precondition "no_host_address";
+    ResourceConfigMissing { .. } => Input "resource_config_missing";
+    Unreadable { source, .. } => Input "identity_file_unreadable" refine Some(ExitClass::of_io(source, ExitClass::Input));
+    ResourceConfigMalformed { .. } => Input "resource_config_malformed";
+    InvalidField { .. } => Input "inventory_invalid_field";
+    MissingField { .. } => Input "inventory_missing_field";
+    BadArn { .. } => Input "cluster_arn_invalid";
+    ProvisioningMalformed { .. } => Input "provisioning_parameters_malformed";
+    AddressNotFound { .. } => Input "address_not_in_inventory";
+    AmbiguousAddress { .. } => Input "address_ambiguous";
+    PinnedAddressNotInInventory { .. } => Config "node_address_not_in_inventory";
+    DuplicateAddress { .. } => Input "inventory_duplicate_address";
+    NoControllerGroup { .. } => Input "no_controller_group";
+    UnknownGroup { .. } => Input "unknown_instance_group";
+    ConflictingRoles { .. } => Input "conflicting_group_roles";
+    NoStaticNodes {} => Config "static_nodes_missing";
+    NoStaticController {} => Config "static_controller_missing";
+    ImdsUnreachable { .. } => Unavailable "imds_unreachable";
+    ImdsProtocol { .. } => Precondition "imds_protocol";
+});
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn exit_codes_are_distinct_and_in_range() {
+    fn kinds_are_distinct_and_messages_one_line() {
         let p = || PathBuf::from("/x");
         let ip: IpAddr = [10, 0, 0, 1].into();
         let all = [
@@ -296,11 +293,11 @@ mod tests {
                 problem: String::new(),
             },
         ];
-        let mut codes: Vec<u8> = all.iter().map(IdentityError::exit_code).collect();
-        assert!(codes.iter().all(|c| (20..=39).contains(c)), "{codes:?}");
-        codes.sort_unstable();
-        codes.dedup();
-        assert_eq!(codes.len(), all.len());
+        let mut kinds: Vec<&str> = all.iter().map(IdentityError::kind).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), all.len());
+        assert_eq!(IdentityError::KINDS.len(), all.len());
         for e in &all {
             assert!(!e.to_string().contains('\n'), "{e}");
         }

@@ -13,8 +13,10 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::arn::ClusterArn;
-use super::topology::{Group, Member, Topology, strip_ml};
-use super::{ClusterIdentity, IdentityError, Role, TopologySource};
+use super::error::IdentityError;
+use super::node::{ClusterIdentity, Role, TopologySource, strip_ml};
+use super::roles::ProvisioningParameters;
+use super::topology::{Group, Member, Topology};
 
 /// Environment variable through which HyperPod points at `resource_config.json`;
 /// it wins over `identity.resource_config`.
@@ -73,17 +75,6 @@ pub struct Instance {
     /// `InstanceName`.
     #[serde(default)]
     pub instance_name: Option<String>,
-}
-
-/// `provisioning_parameters.json`, as far as hpk8s reads it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct ProvisioningParameters {
-    /// The controller's instance group.
-    #[serde(default)]
-    pub controller_group: Option<String>,
-    /// The login nodes' instance group.
-    #[serde(default)]
-    pub login_group: Option<String>,
 }
 
 /// A JSON parse failure: position, field path when known, and whether the

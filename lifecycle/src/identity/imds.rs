@@ -16,7 +16,8 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use super::{IdentityError, Lifecycle};
+use super::error::IdentityError;
+use super::node::Lifecycle;
 
 /// The link-local IMDS address. Never contacted unless the machine is EC2.
 pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";

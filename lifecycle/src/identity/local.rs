@@ -2,9 +2,8 @@
 //! topology: a single-node cluster whose only node (this one) is the
 //! controller.
 
-use super::{
-    ClusterIdentity, GroupSummary, IdentityError, NodeIdentity, Peer, Role, TopologySource,
-};
+use super::error::IdentityError;
+use super::node::{ClusterIdentity, GroupSummary, NodeIdentity, Peer, Role, TopologySource};
 use crate::config::Config;
 use crate::host::Host;
 

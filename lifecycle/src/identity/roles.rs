@@ -8,9 +8,22 @@
 
 use std::path::Path;
 
-use super::hyperpod::ProvisioningParameters;
-use super::{IdentityError, Role};
+use serde::Deserialize;
+
+use super::error::IdentityError;
+use super::node::Role;
 use crate::config::IdentityConfig;
+
+/// `provisioning_parameters.json`, as far as hpk8s reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ProvisioningParameters {
+    /// The controller's instance group.
+    #[serde(default)]
+    pub controller_group: Option<String>,
+    /// The login nodes' instance group.
+    #[serde(default)]
+    pub login_group: Option<String>,
+}
 
 /// Group names per role.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

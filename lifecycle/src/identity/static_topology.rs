@@ -1,8 +1,9 @@
 //! A static topology: `[[identity.nodes]]` in the config, for self-managed
 //! EC2 or lab machines without HyperPod's files. Each node carries its role.
 
-use super::topology::{Group, Member, Topology, strip_ml};
-use super::{ClusterIdentity, IdentityError, Role, TopologySource};
+use super::error::IdentityError;
+use super::node::{ClusterIdentity, Role, TopologySource, strip_ml};
+use super::topology::{Group, Member, Topology};
 use crate::config::{IdentityConfig, StaticNode};
 
 /// Where the inventory lives, for messages.

@@ -5,10 +5,9 @@
 use std::net::IpAddr;
 
 use super::address;
+use super::error::IdentityError;
+use super::node::{ClusterIdentity, GroupSummary, NodeIdentity, Peer, Role, TopologySource};
 use super::roles::RoleRules;
-use super::{
-    ClusterIdentity, GroupSummary, IdentityError, NodeIdentity, Peer, Role, TopologySource,
-};
 use crate::config::Config;
 use crate::host::Host;
 
@@ -49,14 +48,6 @@ pub struct Topology {
     pub inventory: String,
     /// Its instance groups, in inventory order.
     pub groups: Vec<Group>,
-}
-
-/// `ml.p5.48xlarge` → `p5.48xlarge`: Kubernetes labels use EC2 names.
-pub fn strip_ml(instance_type: &str) -> String {
-    instance_type
-        .strip_prefix("ml.")
-        .unwrap_or(instance_type)
-        .to_string()
 }
 
 impl Topology {

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use crate::host::{Cmd, FileMode, Host};
 use crate::plan::{Change, StepPlan, sysctl_path};
 
-use super::Context;
+use super::context::Context;
+use crate::error::class::classify;
 
 /// Step name in plans.
 pub const STEP: &str = "networking";
@@ -65,17 +66,12 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// Process exit code for this error (50–54, see `docs/exit-codes.md`).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Fs(_) => 50,
-            Error::InvalidModule { .. } => 51,
-            Error::InvalidSysctlKey { .. } => 52,
-            Error::InvalidSysctlValue { .. } => 53,
-        }
-    }
-}
+classify!(Error {
+    Fs { 0: e } => via e;
+    InvalidModule { .. } => Config "kernel_module_name_invalid";
+    InvalidSysctlKey { .. } => Config "sysctl_key_invalid";
+    InvalidSysctlValue { .. } => Config "sysctl_value_invalid";
+});
 
 /// What this step would change now.
 pub fn plan(cx: &Context<'_>) -> Result<StepPlan, Error> {

@@ -12,9 +12,11 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
 
+use super::catalog::{AddonSettings, built_in};
+use super::error::{Error, Result};
 use super::manifest_dir;
+use super::objects::Manifest;
 use super::rollout::RolloutTarget;
-use super::{AddonSettings, Error, Manifest, Result, built_in};
 use crate::cluster::labels::FIELD_MANAGER;
 use crate::host::Host;
 
@@ -79,21 +81,29 @@ pub async fn apply_all(
     host: &Host,
     settings: &AddonSettings,
 ) -> Result<ApplyReport> {
-    let mut manifests = Vec::new();
-    for addon in built_in(settings)? {
-        for object in &addon.objects {
-            manifests.push(object.to_manifest(addon.name)?);
-        }
-    }
-    manifests.extend(manifest_dir::read(host, &settings.manifest_dir)?);
-    apply_objects(client, manifests).await
+    apply_objects(client, all_manifests(host, settings)?).await
 }
 
 /// Resolves (through discovery, once per kind) and applies `manifests` in
 /// order.
 pub async fn apply_objects(client: &Client, mut manifests: Vec<Manifest>) -> Result<ApplyReport> {
+    resolve_kinds(client, &mut manifests).await?;
+    let mut report = ApplyReport::default();
+    for m in manifests {
+        let outcome = apply_one(client, m, &mut report.daemon_sets).await?;
+        tracing::info!(origin = %outcome.origin, kind = %outcome.kind, object = %outcome.object,
+            resource_version = %outcome.resource_version, "{outcome}");
+        report.outcomes.push(outcome);
+    }
+    Ok(report)
+}
+
+/// Looks up, through discovery (once per kind), the resource every
+/// manifest of an unknown type is served as; an unknown kind fails before
+/// anything is applied.
+pub async fn resolve_kinds(client: &Client, manifests: &mut [Manifest]) -> Result<()> {
     let mut resolved: HashMap<GroupVersionKind, (ApiResource, bool)> = HashMap::new();
-    for m in &mut manifests {
+    for m in manifests.iter_mut() {
         if m.resource.is_some() {
             continue;
         }
@@ -107,14 +117,7 @@ pub async fn apply_objects(client: &Client, mut manifests: Vec<Manifest>) -> Res
         };
         m.resource = Some(found);
     }
-    let mut report = ApplyReport::default();
-    for m in manifests {
-        let outcome = apply_one(client, m, &mut report.daemon_sets).await?;
-        tracing::info!(origin = %outcome.origin, kind = %outcome.kind, object = %outcome.object,
-            resource_version = %outcome.resource_version, "{outcome}");
-        report.outcomes.push(outcome);
-    }
-    Ok(report)
+    Ok(())
 }
 
 async fn resolve(client: &Client, m: &Manifest) -> Result<(ApiResource, bool)> {
@@ -150,20 +153,9 @@ async fn apply_one(
             kind: m.gvk.kind,
         });
     };
-    if namespaced {
-        // As kubectl does: no namespace means `default`.
-        m.object
-            .metadata
-            .namespace
-            .get_or_insert_with(|| "default".to_string());
-    } else {
-        m.object.metadata.namespace = None;
-    }
+    place(&mut m.object, namespaced);
     let name = m.object.metadata.name.clone().unwrap_or_default();
-    let api: Api<DynamicObject> = match &m.object.metadata.namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
+    let api = object_api(client, &m.object, &ar);
     let object = m.display_name();
     let failed = |source| Error::Apply {
         origin: m.origin.clone(),
@@ -205,4 +197,67 @@ async fn apply_one(
         change,
         resource_version,
     })
+}
+
+/// Puts the object in its namespace as kubectl does (no namespace means
+/// `default`), or in none when the kind is cluster-scoped.
+pub(crate) fn place(object: &mut DynamicObject, namespaced: bool) {
+    if namespaced {
+        object
+            .metadata
+            .namespace
+            .get_or_insert_with(|| "default".to_string());
+    } else {
+        object.metadata.namespace = None;
+    }
+}
+
+/// The API of `object`'s kind in its namespace (or cluster-wide).
+pub(crate) fn object_api(
+    client: &Client,
+    object: &DynamicObject,
+    ar: &ApiResource,
+) -> Api<DynamicObject> {
+    match &object.metadata.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+        None => Api::all_with(client.clone(), ar),
+    }
+}
+
+/// Every manifest to apply: the built-in addons' objects, then the
+/// manifests of `settings.manifest_dir` (read from `host`).
+pub fn all_manifests(host: &Host, settings: &AddonSettings) -> Result<Vec<Manifest>> {
+    let mut manifests = Vec::new();
+    for addon in built_in(settings)? {
+        for object in &addon.objects {
+            manifests.push(object.to_manifest(addon.name)?);
+        }
+    }
+    manifests.extend(manifest_dir::read(host, &settings.manifest_dir)?);
+    Ok(manifests)
+}
+
+/// The DaemonSets among `manifests`, whose rollout the controller follows.
+pub fn rollout_targets(manifests: &[Manifest]) -> Vec<RolloutTarget> {
+    manifests
+        .iter()
+        .filter(|m| m.gvk.group == "apps" && m.gvk.kind == "DaemonSet")
+        .map(|m| {
+            let name = m.object.metadata.name.clone().unwrap_or_default();
+            RolloutTarget {
+                label: if m.origin.starts_with("manifest ") {
+                    name.clone()
+                } else {
+                    m.origin.clone()
+                },
+                namespace: m
+                    .object
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+                name,
+            }
+        })
+        .collect()
 }

@@ -20,7 +20,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 
-use super::{AddonImages, AddonObject, Error, NODE_CRITICAL, Result, host_path, labels, mount};
+use super::error::{Error, Result};
+use super::images::AddonImages;
+use super::objects::{AddonObject, NODE_CRITICAL, host_path, labels, mount};
 
 /// The addon's name in reports.
 pub const NAME: &str = "flannel";
@@ -319,7 +321,11 @@ mod tests {
             serde_json::from_str(&net_conf("fd00:10::/56").unwrap()).unwrap();
         assert_eq!(v6["IPv6Network"], "fd00:10::/56");
         for bad in ["10.0.0.0", "10.0.0.0/33", "x/8", "10.0.0.0/"] {
-            assert_eq!(net_conf(bad).unwrap_err().exit_code(), 142, "{bad}");
+            assert_eq!(
+                net_conf(bad).unwrap_err().kind(),
+                "flannel_pod_subnet_invalid",
+                "{bad}"
+            );
         }
     }
 

@@ -18,7 +18,7 @@
 
 use crate::config::AddonsConfig;
 
-use super::{Error, Result};
+use super::error::{Error, Result};
 
 /// The images of the built-in addons, mirror applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,7 +185,7 @@ mod tests {
             "mirror:",
         ] {
             let e = check_mirror(bad).unwrap_err();
-            assert_eq!(e.exit_code(), 140, "{bad}: {e}");
+            assert_eq!(e.kind(), "registry_mirror_invalid", "{bad}: {e}");
             assert!(e.to_string().contains("addons.registry_mirror"), "{e}");
         }
         assert_eq!(

@@ -11,7 +11,8 @@ use kube::api::DynamicObject;
 use kube::core::GroupVersionKind;
 use serde_json::Value;
 
-use super::{Error, Manifest, Result};
+use super::error::{Error, Result};
+use super::objects::Manifest;
 use crate::host::Host;
 
 /// File name endings read from the directory.

@@ -6,7 +6,7 @@
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
 
-use super::{
+use super::objects::{
     DEVICE_PLUGIN_DIR, NODE_CRITICAL, host_path, kube_system_daemon_set, locked_down, mount,
     require_label_true, tolerate,
 };

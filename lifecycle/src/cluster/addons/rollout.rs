@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::{Api, Client};
 use tokio::time::Instant;
 
-use super::{Error, Result};
+use super::error::{Error, Result};
 
 /// How often the status is read while waiting.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);

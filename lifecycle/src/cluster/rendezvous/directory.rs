@@ -11,7 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::RendezvousError;
+use super::error::RendezvousError;
 use crate::cluster::join_ticket::JoinTicket;
 
 /// The ticket's file name inside the directory.

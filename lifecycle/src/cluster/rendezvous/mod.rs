@@ -11,141 +11,21 @@
 //! expired and whose API endpoint accepts TCP connections.
 
 mod directory;
-mod secrets_manager;
+pub mod error;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use aws_config::SdkConfig;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::time::Instant;
 
-pub use directory::{DirectoryRendezvous, TICKET_FILE};
-pub use secrets_manager::{SecretsManagerRendezvous, default_secret_name};
+pub use self::directory::{DirectoryRendezvous, TICKET_FILE};
+pub use self::error::RendezvousError;
+pub use crate::aws::secrets_manager::{GET_ACTION, SecretsManagerRendezvous, default_secret_name};
 
-use super::join_ticket::{JoinTicket, TicketError};
+use super::join_ticket::JoinTicket;
 use crate::config::{RendezvousConfig, RendezvousKind};
-
-/// The IAM action workers need to read the ticket.
-pub const GET_ACTION: &str = "secretsmanager:GetSecretValue";
-
-/// Errors publishing or fetching the join ticket. Exit codes 120–139.
-#[derive(Debug, thiserror::Error)]
-pub enum RendezvousError {
-    /// The published ticket does not parse; waiting will not fix it.
-    #[error(
-        "the join ticket at {location} is malformed: {source}; re-run `hpk8s bootstrap` on the controller to publish a fresh one"
-    )]
-    MalformedTicket {
-        /// `secret NAME` or `file PATH`.
-        location: String,
-        /// Which field is wrong.
-        #[source]
-        source: TicketError,
-    },
-    /// The node's IAM role may not perform `action`.
-    #[error(
-        "access denied: this node's IAM role may not call {action} on {location} ({detail}); grant {action} on that secret to this instance group's execution role"
-    )]
-    AccessDenied {
-        /// The IAM action (`secretsmanager:GetSecretValue`, …).
-        action: &'static str,
-        /// `secret NAME`.
-        location: String,
-        /// The service's message.
-        detail: String,
-    },
-    /// No usable ticket appeared before the deadline.
-    #[error(
-        "no usable join ticket at {location} after waiting {waited_secs} s (last: {last}); check that the controller finished `hpk8s bootstrap`, or raise rendezvous.deadline_secs"
-    )]
-    Deadline {
-        /// `secret NAME` or `file PATH`.
-        location: String,
-        /// Seconds waited.
-        waited_secs: u64,
-        /// Why the last attempt did not succeed.
-        last: String,
-    },
-    /// The service refused the request for a reason retrying cannot fix.
-    #[error("{action} on {location} failed: {detail}")]
-    Aws {
-        /// The IAM action of the failed call.
-        action: &'static str,
-        /// `secret NAME`.
-        location: String,
-        /// Error code and message of the service.
-        detail: String,
-    },
-    /// A failure that may go away (throttling, 5xx, connection refused, a
-    /// time-out); waiting retries these, publishing gives up after a few.
-    #[error(
-        "{location} is not reachable right now: {detail}; check the network path to it and retry"
-    )]
-    Transient {
-        /// `secret NAME` or `file PATH`.
-        location: String,
-        /// What failed.
-        detail: String,
-    },
-    /// A file of the directory rendezvous could not be read or written.
-    #[error("cannot {action} {path}: {source}")]
-    Io {
-        /// `read`, `write`, …
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The shared directory does not exist when publishing.
-    #[error(
-        "rendezvous directory {path} does not exist; mount the shared file system there (or fix rendezvous.directory)"
-    )]
-    DirectoryMissing {
-        /// The directory.
-        path: PathBuf,
-    },
-    /// The controller was asked to publish a ticket that does not validate.
-    #[error("refusing to publish an invalid join ticket: {source}")]
-    InvalidTicket {
-        /// What is wrong.
-        #[source]
-        source: TicketError,
-    },
-    /// The `[rendezvous]` settings cannot be used.
-    #[error("invalid setting {key}: {message}")]
-    Setting {
-        /// Dotted config key.
-        key: &'static str,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-impl RendezvousError {
-    /// Process exit code (see `docs/exit-codes.md`).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            RendezvousError::MalformedTicket { .. } => 120,
-            RendezvousError::AccessDenied { .. } => 121,
-            RendezvousError::Deadline { .. } => 122,
-            RendezvousError::Aws { .. } => 123,
-            RendezvousError::Transient { .. } => 124,
-            RendezvousError::Io { .. } => 125,
-            RendezvousError::DirectoryMissing { .. } => 126,
-            RendezvousError::InvalidTicket { .. } => 127,
-            RendezvousError::Setting { .. } => 128,
-        }
-    }
-
-    /// Whether retrying may help.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, RendezvousError::Transient { .. })
-    }
-}
 
 /// Where the join ticket is exchanged.
 #[derive(Debug, Clone)]
@@ -200,12 +80,12 @@ impl Rendezvous {
         config: &RendezvousConfig,
         identity: &crate::identity::NodeIdentity,
         cluster_id: &str,
-    ) -> Result<Rendezvous, crate::Error> {
+    ) -> Result<Rendezvous, RendezvousError> {
         let sdk = match config.kind {
             RendezvousKind::SecretsManager => Some(crate::aws::sdk_config(host, identity).await?),
             RendezvousKind::Directory => None,
         };
-        Ok(Rendezvous::from_config(config, cluster_id, sdk.as_ref())?)
+        Rendezvous::from_config(config, cluster_id, sdk.as_ref())
     }
 
     /// `secret NAME` or `file PATH`, for messages.

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::error::class::classify;
 use toml_edit::{Document, DocumentMut, InlineTable, Item, Table, Value};
 
 /// The runtime type of runc and of the NVIDIA runtime (a runc wrapper).
@@ -177,18 +178,13 @@ pub enum EditError {
     },
 }
 
-impl EditError {
-    /// Process exit code (containerd's range, 65–74).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            EditError::Syntax { .. } => 67,
-            EditError::Schema { .. } => 68,
-            EditError::WrongType { .. } => 69,
-            EditError::UnknownDefaultRuntime { .. } => 70,
-            EditError::Produced { .. } => 71,
-        }
-    }
-}
+classify!(EditError {
+    Syntax { .. } => Precondition "containerd_config_syntax";
+    Schema { .. } => Precondition "containerd_config_schema";
+    WrongType { .. } => Precondition "containerd_config_wrong_type";
+    UnknownDefaultRuntime { .. } => Precondition "containerd_unknown_default_runtime";
+    Produced { .. } => Internal "containerd_edit_bug";
+});
 
 /// A parsed config file, ready to be edited.
 #[derive(Debug, Clone)]

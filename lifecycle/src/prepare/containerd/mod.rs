@@ -20,7 +20,9 @@ use crate::host::{Cmd, CommandError, FileMode, Host};
 use crate::plan::{Change, ServiceOperation, StepPlan};
 
 use self::config_file::{ConfigFile, EditError, Wanted};
-use super::{Context, instance_store};
+use super::context::Context;
+use super::instance_store;
+use crate::error::class::classify;
 
 /// Step name in plans and the state file.
 pub const STEP: &str = "containerd";
@@ -86,20 +88,15 @@ pub enum Error {
     Systemctl(#[source] CommandError),
 }
 
-impl Error {
-    /// Process exit code for this error (see `docs/exit-codes.md`).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Fs(_) => 41,
-            Error::InstanceStore(e) => e.exit_code(),
-            Error::NotInstalled { .. } => 65,
-            Error::DefaultConfig(_) => 66,
-            Error::Document { source, .. } => source.exit_code(),
-            Error::UnsupportedKubernetes { .. } => 72,
-            Error::Systemctl(_) => 73,
-        }
-    }
-}
+classify!(Error {
+    Fs { 0: e } => via e;
+    InstanceStore { 0: e } => via e;
+    NotInstalled { .. } => Precondition "containerd_not_installed";
+    DefaultConfig { .. } => Host "containerd_default_config_failed";
+    Document { source, .. } => via source;
+    UnsupportedKubernetes { .. } => Config "kubernetes_version_unsupported";
+    Systemctl { .. } => Host "systemctl_failed";
+});
 
 /// The pause image tag kubeadm pulls for a Kubernetes version
 /// (`kubeadm config images list`). containerd's sandbox image must match

@@ -7,7 +7,8 @@ use std::path::Path;
 use crate::host::mounts::Mount;
 use crate::host::{Cmd, Host};
 
-use super::{Error, FS_LABEL};
+use super::error::Error;
+use super::units::FS_LABEL;
 
 /// Identifies file systems and RAID members on a device.
 pub const BLKID: &str = "blkid";

@@ -30,22 +30,23 @@
 //! bind-mounts it.
 
 pub mod disk;
+mod error;
 pub mod nvme;
 pub mod raid;
 pub mod units;
 
 use std::path::{Path, PathBuf};
 
-use crate::host::{Cmd, CommandError, FileMode, Host};
-use crate::plan::{Change, ServiceOperation, StepPlan};
+pub use self::error::Error;
+pub use self::units::FS_LABEL;
 
-use super::Context;
+use super::context::Context;
+use crate::host::{Cmd, FileMode, Host};
+use crate::plan::{Change, ServiceOperation, StepPlan};
 use disk::{Contents, on_device, probe};
 
 /// Step name in plans.
 pub const STEP: &str = "instance-store";
-/// Label of the file system hpk8s creates; the mount unit finds it by this.
-pub const FS_LABEL: &str = "hpk8s-nvme";
 /// Creates the file system.
 pub const MKFS_XFS: &str = "mkfs.xfs";
 /// Waits for udev to create `/dev/disk/by-label/…` after `mkfs`.
@@ -60,128 +61,6 @@ pub const KUBELET_UNIT: &str = "kubelet.service";
 pub const KUBELET_DIR: &str = "/var/lib/kubelet";
 /// Container logs.
 pub const POD_LOGS_DIR: &str = "/var/log/pods";
-
-/// Errors of this step (exit codes 55–64).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A host file could not be read.
-    #[error(transparent)]
-    Fs(#[from] crate::host::FsError),
-    /// A probing command could not be started.
-    #[error(transparent)]
-    Command(#[from] CommandError),
-    /// `blkid` failed for a reason other than "nothing found".
-    #[error("`{command}` exited with status {status}: {stderr}; check the device {device}")]
-    Probe {
-        /// The device probed.
-        device: PathBuf,
-        /// Command line.
-        command: String,
-        /// Exit status.
-        status: i32,
-        /// Its stderr.
-        stderr: String,
-    },
-    /// `mdadm --detail --scan` failed.
-    #[error("`{command}` exited with status {status}: {stderr}; is the md driver available?")]
-    RaidScan {
-        /// Command line.
-        command: String,
-        /// Exit status.
-        status: i32,
-        /// Its stderr.
-        stderr: String,
-    },
-    /// The array hpk8s would reuse holds a file system it did not create.
-    #[error(
-        "{device} (md array `{name}`) holds a {fs_type} file system not labelled {FS_LABEL}; hpk8s will not format it: wipe it (wipefs -a) or set instance_store.raid_name to another name"
-    )]
-    ForeignArray {
-        /// Array device.
-        device: PathBuf,
-        /// Array name.
-        name: String,
-        /// File-system type found.
-        fs_type: String,
-    },
-    /// Something other than the store is mounted where a directory would be
-    /// bind-mounted.
-    #[error(
-        "{path} is already a mount of {source_device} (root {root}), not of the instance store at {store}; unmount it or set instance_store.{key} = false"
-    )]
-    ForeignMount {
-        /// The directory.
-        path: PathBuf,
-        /// Its mount source.
-        source_device: String,
-        /// Root of that mount within its file system.
-        root: PathBuf,
-        /// Where the store is.
-        store: PathBuf,
-        /// The config key that asks for the move.
-        key: &'static str,
-    },
-    /// The directory to move has mounts inside it (running pods' volumes).
-    #[error(
-        "{path} has file systems mounted inside it ({inner}); drain the node and reboot before moving it onto the instance store, or set instance_store.{key} = false"
-    )]
-    Busy {
-        /// The directory.
-        path: PathBuf,
-        /// One mount inside it.
-        inner: PathBuf,
-        /// The config key that asks for the move.
-        key: &'static str,
-    },
-    /// A path in `[instance_store]` cannot be a mount point.
-    #[error(
-        "instance_store.{key}: `{path}` must be an absolute, normalized path without whitespace"
-    )]
-    InvalidPath {
-        /// Config key.
-        key: &'static str,
-        /// The value.
-        path: PathBuf,
-    },
-    /// systemd could not say whether kubelet runs.
-    #[error(
-        "`{command}` exited with status {status}: {stderr}; cannot tell whether kubelet runs, so its files are not copied"
-    )]
-    ServiceState {
-        /// Command line.
-        command: String,
-        /// Exit status.
-        status: i32,
-        /// Its stderr.
-        stderr: String,
-    },
-    /// `instance_store.raid_name` cannot name an md array.
-    #[error(
-        "instance_store.raid_name: `{name}` is not a valid md array name (1–32 of letters, digits, `-`, `_`, `.`)"
-    )]
-    InvalidRaidName {
-        /// The value.
-        name: String,
-    },
-}
-
-impl Error {
-    /// Process exit code for this error (55–64, see `docs/exit-codes.md`).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Fs(_) => 55,
-            Error::Command(_) => 56,
-            Error::Probe { .. } => 57,
-            Error::RaidScan { .. } => 58,
-            Error::ForeignArray { .. } => 59,
-            Error::ForeignMount { .. } => 60,
-            Error::Busy { .. } => 61,
-            Error::InvalidPath { .. } => 62,
-            Error::InvalidRaidName { .. } => 63,
-            Error::ServiceState { .. } => 64,
-        }
-    }
-}
 
 /// Where the instance store is (or will be, once this step is applied)
 /// mounted: `None` when disabled or when the node has no usable instance

@@ -4,6 +4,9 @@
 
 use std::path::Path;
 
+/// Label of the file system hpk8s creates; the mount unit finds it by this.
+pub const FS_LABEL: &str = "hpk8s-nvme";
+
 /// Where hpk8s installs its unit files.
 pub const UNIT_DIR: &str = "/etc/systemd/system";
 /// The target whose `.wants` directory `systemctl enable` links units into.

@@ -13,8 +13,8 @@ use crate::config::PackagesConfig;
 use crate::host::{Cmd, FileMode, Host};
 use crate::plan::{Change, ServiceOperation, StepPlan, redact_url};
 
-use super::units::KUBELET_SERVICE;
-use super::{Error, KUBELET};
+use super::error::Error;
+use super::units::{KUBELET, KUBELET_SERVICE};
 
 /// Present on every Debian and Ubuntu system.
 pub const DEBIAN_VERSION: &str = "/etc/debian_version";

@@ -21,8 +21,8 @@ use crate::config::PackagesConfig;
 use crate::host::{FileMode, FsError, Host};
 use crate::plan::{Change, ServiceOperation, StepPlan, redact_url};
 
-use super::units::{self, KUBEADM_DROP_IN, KUBELET_SERVICE, KUBELET_UNIT};
-use super::{Error, KUBELET};
+use super::error::Error;
+use super::units::{self, KUBEADM_DROP_IN, KUBELET, KUBELET_SERVICE, KUBELET_UNIT};
 
 /// The largest `.sha256` file we accept; a real one is under 100 bytes.
 const MAX_CHECKSUM_FILE: usize = 4096;

@@ -7,6 +7,13 @@
 //! for the operator's own flags. The drop-in has the same name as the one
 //! the upstream packages install under `/usr/lib`, so ours wins if both exist.
 
+/// The kubelet binary/package.
+pub const KUBELET: &str = "kubelet";
+/// The kubeadm binary/package.
+pub const KUBEADM: &str = "kubeadm";
+/// The kubectl binary/package.
+pub const KUBECTL: &str = "kubectl";
+
 use std::path::Path;
 
 /// Where the kubelet unit is installed.

@@ -1,5 +1,6 @@
-//! A worker (or a login node that joins): wait for a usable join ticket,
-//! then `kubeadm join` with the ticket's token and CA pins.
+//! Step `kubeadm-join` (a worker, or a login node that joins): wait for a
+//! usable join ticket, then `kubeadm join` with the ticket's token and CA
+//! pins.
 //!
 //! The token only ever travels in the 0600 `JoinConfiguration` file, which
 //! is removed as soon as kubeadm has read it; it is never on a command line,
@@ -8,64 +9,54 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::bootstrap_token::BootstrapToken;
-use super::join_ticket::JoinTicket;
-use super::kubeadm::{self, Membership};
-use super::kubeadm_config::{self, JoinDiscovery, KubeadmVersion};
-use super::phase::{self, ClusterError, Context};
-use super::rendezvous::{self, WaitPolicy};
 use crate::Error;
-use crate::config::parse_version;
+use crate::cluster::bootstrap_token::BootstrapToken;
+use crate::cluster::context::Context;
+use crate::cluster::error::ClusterError;
+use crate::cluster::join_ticket::JoinTicket;
+use crate::cluster::kubeadm::{self, Membership};
+use crate::cluster::kubeadm_config::{self, JoinDiscovery, KubeadmVersion};
+use crate::cluster::rendezvous::{self, WaitPolicy};
 use crate::hardware::Hardware;
 use crate::host::CommandError;
 use crate::plan::{Change, StepPlan};
+use crate::values::version::KubeVersion;
 
 /// Step name.
-const STEP: &str = "kubeadm-join";
-
-/// Oldest node a control plane accepts: kubelet may be up to three minor
-/// versions older than the API server (never newer).
-const MAX_MINOR_SKEW: u32 = 3;
+pub const STEP: &str = "kubeadm-join";
 
 /// What joining would do (no remote call: the ticket is not fetched).
-pub fn plan(cx: &Context<'_>) -> Result<Vec<StepPlan>, Error> {
+pub fn plan(cx: &Context<'_>) -> Result<StepPlan, Error> {
     let mut plan = StepPlan::new(STEP);
-    if phase::check_membership(cx)? == Membership::Worker {
+    if cx.membership()? == Membership::Worker {
         plan.note(format!(
             "already joined ({} exists): nothing to do",
             kubeadm::KUBELET_CONF
         ));
-        return Ok(vec![plan]);
+        return Ok(plan);
     }
-    let version = phase::kubeadm_version(cx, Some(&mut plan))?;
+    let version = cx.kubeadm_version(Some(&mut plan))?;
     version.api_version()?;
     kubeadm_config::node_labels(cx.identity, &Hardware::detect(cx.host)?)?;
-    plan.note(format!(
-        "wait up to {} s for a usable join ticket at {}",
-        cx.config.rendezvous.deadline_secs,
-        phase::rendezvous_location(cx)
-    ));
-    plan.note(format!(
-        "write {} (mode 0600, holds the ticket's token; removed after the join)",
-        kubeadm::JOIN_CONFIG
-    ));
+    plan.push(Change::WaitForTicket {
+        location: cx.rendezvous_location(),
+        deadline_secs: cx.config.rendezvous.deadline_secs,
+    });
     plan.push(Change::run(
         kubeadm::join_command(Path::new(kubeadm::JOIN_CONFIG)),
-        "join the cluster with the ticket's token and CA pins",
+        format!(
+            "join the cluster with the ticket's token and CA pins ({} is written 0600 and removed after the join)",
+            kubeadm::JOIN_CONFIG
+        ),
     ));
-    Ok(vec![plan])
+    Ok(plan)
 }
 
-/// Waits for the ticket and joins. A node that already joined is left alone.
-pub async fn apply(cx: &Context<'_>) -> Result<Vec<StepPlan>, Error> {
-    let mut done = StepPlan::new(STEP);
-    if phase::check_membership(cx)? == Membership::Worker {
-        done.note("already joined: nothing to do");
-        return Ok(vec![done]);
-    }
-    let version = phase::kubeadm_version(cx, None)?;
+/// Waits for the ticket and joins.
+pub async fn apply(cx: &Context<'_>, plan: StepPlan) -> Result<StepPlan, Error> {
+    let version = cx.kubeadm_version(None)?;
     let hardware = Hardware::detect(cx.host)?;
-    let rendezvous = cx.rendezvous()?;
+    let rendezvous = cx.rendezvous().await?;
     let ticket = rendezvous::wait_for_ticket(
         rendezvous,
         &WaitPolicy::from_config(&cx.config.rendezvous),
@@ -92,8 +83,8 @@ pub async fn apply(cx: &Context<'_>) -> Result<Vec<StepPlan>, Error> {
         .write_secret(kubeadm::JOIN_CONFIG, rendered.as_bytes())?;
     let cmd = kubeadm::join_command(Path::new(kubeadm::JOIN_CONFIG));
     tracing::info!(endpoint = %ticket.endpoint, expires_at = %ticket.expires_at_rfc3339(), "joining the cluster");
-    let result = phase::run_blocking(cx, &cmd).await;
-    phase::remove_secret_file(cx.host, kubeadm::JOIN_CONFIG);
+    let result = cx.run_blocking(&cmd).await;
+    cx.remove_secret_file(kubeadm::JOIN_CONFIG);
     match result {
         Ok(()) => {}
         Err(CommandError::Failed { stderr, .. }) if pin_refused(&stderr) => {
@@ -113,11 +104,13 @@ pub async fn apply(cx: &Context<'_>) -> Result<Vec<StepPlan>, Error> {
         Err(e) => return Err(e.into()),
     }
     tracing::info!(node = %cx.identity.node_name, endpoint = %ticket.endpoint, "joined the cluster");
+    let mut done = StepPlan::new(STEP);
+    done.notes = plan.notes;
     done.push(Change::run(
         cmd,
         format!("joined the cluster at {}", ticket.endpoint),
     ));
-    Ok(vec![done])
+    Ok(done)
 }
 
 /// kubeadm's discovery refuses a CA whose key is not among the pins
@@ -129,7 +122,7 @@ fn pin_refused(stderr: &str) -> bool {
 fn check_ticket(cx: &Context<'_>, ticket: &JoinTicket, node: KubeadmVersion) -> Result<(), Error> {
     if ticket.cluster_id != cx.cluster_key() {
         return Err(ClusterError::OtherCluster {
-            location: cx.rendezvous()?.location(),
+            location: cx.rendezvous_location(),
             found: ticket.cluster_id.clone(),
             expected: cx.cluster_key().to_string(),
         }
@@ -139,8 +132,8 @@ fn check_ticket(cx: &Context<'_>, ticket: &JoinTicket, node: KubeadmVersion) -> 
         node: node.to_string(),
         control_plane: ticket.kubernetes_version.clone(),
     };
-    let (major, minor, _) = parse_version(&ticket.kubernetes_version).ok_or_else(skew)?;
-    if major != node.major || node.minor > minor || node.minor + MAX_MINOR_SKEW < minor {
+    let control_plane = KubeVersion::parse(&ticket.kubernetes_version).ok_or_else(skew)?;
+    if !node.kube().may_join(&control_plane) {
         return Err(skew().into());
     }
     Ok(())

@@ -1,4 +1,5 @@
-//! The AWS SDK configuration hpk8s's clients use.
+//! AWS: the SDK configuration hpk8s's clients use, and the clients
+//! ([`secrets_manager`]: the join ticket's secret).
 //!
 //! Off EC2 the SDK's default chains would fall through to the instance
 //! metadata service (169.254.169.254) for credentials and region. hpk8s
@@ -7,6 +8,8 @@
 //! the region from the inventory or the environment. Endpoint overrides
 //! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`) are honoured as
 //! the SDK documents, which is how tests point it at a local server.
+
+pub mod secrets_manager;
 
 use aws_config::environment::{
     EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
@@ -19,6 +22,7 @@ use std::time::Duration;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
+use crate::error::class::classify;
 use crate::host::Host;
 use crate::identity::{NodeIdentity, ec2};
 
@@ -38,6 +42,10 @@ pub enum AwsSetupError {
     )]
     NoRegion,
 }
+
+classify!(AwsSetupError {
+    NoRegion {} => Config "aws_region_missing";
+});
 
 /// The SDK configuration for this node.
 pub async fn sdk_config(host: &Host, identity: &NodeIdentity) -> Result<SdkConfig, AwsSetupError> {

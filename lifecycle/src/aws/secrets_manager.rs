@@ -1,4 +1,5 @@
-//! The join ticket in an AWS Secrets Manager secret.
+//! The Secrets Manager client: the join ticket in an AWS Secrets Manager
+//! secret.
 //!
 //! Publishing creates the secret when absent and otherwise puts a new
 //! version, so a re-run never fails on `ResourceExistsException` (the
@@ -20,8 +21,8 @@ use aws_sdk_secretsmanager::types::Tag;
 use backon::{ExponentialBuilder, Retryable};
 use sha2::{Digest, Sha256};
 
-use super::{GET_ACTION, RendezvousError};
 use crate::cluster::join_ticket::JoinTicket;
+use crate::cluster::rendezvous::error::RendezvousError;
 
 /// The version stage readers ask for.
 const CURRENT: &str = "AWSCURRENT";
@@ -31,6 +32,8 @@ const NAME_PREFIX: &str = "hyperpod-k8s-";
 /// Attempts of one publish call on throttling, 5xx or connection errors.
 const PUBLISH_ATTEMPTS: usize = 5;
 
+/// The IAM action workers need to read the ticket.
+pub const GET_ACTION: &str = "secretsmanager:GetSecretValue";
 const CREATE_ACTION: &str = "secretsmanager:CreateSecret";
 const PUT_ACTION: &str = "secretsmanager:PutSecretValue";
 const DESCRIBE_ACTION: &str = "secretsmanager:DescribeSecret";
@@ -135,7 +138,7 @@ impl SecretsManagerRendezvous {
         &self.name
     }
 
-    pub(super) fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         format!("secret {}", self.name)
     }
 
@@ -169,7 +172,7 @@ impl SecretsManagerRendezvous {
         }
     }
 
-    pub(super) async fn fetch(&self) -> Result<Option<JoinTicket>, RendezvousError> {
+    pub(crate) async fn fetch(&self) -> Result<Option<JoinTicket>, RendezvousError> {
         let answer = self
             .client
             .get_secret_value()
@@ -202,7 +205,7 @@ impl SecretsManagerRendezvous {
             })
     }
 
-    pub(super) async fn publish(&self, ticket: &JoinTicket) -> Result<(), RendezvousError> {
+    pub(crate) async fn publish(&self, ticket: &JoinTicket) -> Result<(), RendezvousError> {
         let body = ticket.to_secret_json();
         let version = version_id(&body);
         (|| self.publish_once(&body, &version))

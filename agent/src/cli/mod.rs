@@ -1,0 +1,144 @@
+//! The command line: one module per subcommand. Each gets the node
+//! (host, configuration, identity) loaded once by [`node::Node`].
+
+mod agent;
+mod bootstrap;
+mod config;
+mod generate_new_token;
+mod identity;
+mod node;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lifecycle::error::class::ExitClass;
+
+use crate::logging;
+
+/// Node-bootstrap agent for GPU Kubernetes clusters.
+#[derive(Debug, Parser)]
+#[command(name = "hpk8s", version, about)]
+pub struct Cli {
+    /// Host root to operate on. Anything other than `/` is for tests and for
+    /// inspecting an image: commands then run inside it through chroot.
+    #[arg(long, global = true, default_value = "/", env = "HPK8S_ROOT")]
+    pub root: PathBuf,
+    /// Config file (default: /etc/hpk8s/config.toml under --root; absent means defaults).
+    #[arg(long, global = true, env = "HPK8S_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr (journald is used instead when its socket exists).
+    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Text)]
+    pub log_format: logging::Format,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format of a command's result (and of its error).
+#[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Prepare this node, then form the cluster (controller) or join it.
+    Bootstrap(bootstrap::Args),
+    /// Show who this node is and what cluster it belongs to.
+    Identity(identity::Args),
+    /// Long-running agent on every node, for systemd to supervise. On the
+    /// controller: keeps a fresh join ticket published (rotating the
+    /// bootstrap token before it expires) and labels nodes that join later.
+    /// Stops on SIGTERM or SIGINT.
+    Agent,
+    /// Controller only: create a new bootstrap token now and publish a join
+    /// ticket with it; prints when it expires.
+    GenerateNewToken(generate_new_token::Args),
+    /// Configuration commands.
+    Config {
+        /// The configuration command.
+        #[command(subcommand)]
+        command: config::Command,
+    },
+}
+
+impl Command {
+    /// The output format the command was asked for.
+    pub fn output(&self) -> Output {
+        match self {
+            Command::Bootstrap(a) => a.output,
+            Command::Identity(a) => a.output,
+            Command::GenerateNewToken(a) => a.output,
+            Command::Agent | Command::Config { .. } => Output::Text,
+        }
+    }
+}
+
+/// Runs the command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Config { command } => config::run(&cli, command),
+        Command::Identity(args) => identity::run(&cli, args).await,
+        Command::Bootstrap(args) => bootstrap::run(&cli, args).await,
+        Command::Agent => agent::run(&cli).await,
+        Command::GenerateNewToken(args) => generate_new_token::run(&cli, args).await,
+    }
+}
+
+/// A command's failure, as the operator and scripts see it.
+pub struct Failure {
+    class: ExitClass,
+    kind: &'static str,
+    message: String,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        let (class, kind) = lifecycle::error::classify_any(e.as_ref());
+        // Library errors carry their causes in one line already; anything
+        // else gets its context chain.
+        let message = match e.downcast_ref::<lifecycle::Error>() {
+            Some(le) => le.to_string(),
+            None => format!("{e:#}"),
+        };
+        Failure {
+            class,
+            kind,
+            message: message.replace('\n', " "),
+        }
+    }
+}
+
+impl Failure {
+    /// Prints the failure (one line on stderr; with `--output json` also a
+    /// JSON document on stdout), logs it to the journal with its kind and
+    /// class as fields, and gives the exit code.
+    pub fn report(&self, output: Output, journald: bool) -> ExitCode {
+        if journald {
+            tracing::error!(
+                error_kind = self.kind,
+                exit_class = self.class.name(),
+                exit_code = self.class.code(),
+                "{}",
+                self.message
+            );
+        }
+        if output == Output::Json {
+            let doc = serde_json::json!({"error": {
+                "kind": self.kind,
+                "class": self.class.name(),
+                "exit_code": self.class.code(),
+                "message": self.message,
+            }});
+            println!("{doc}");
+        }
+        eprintln!("error[{}]: {}", self.kind, self.message);
+        crate::exit_code(self.class)
+    }
+}
