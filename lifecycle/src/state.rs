@@ -1,6 +1,6 @@
 //! Progress of each phase, kept in `/var/lib/hpk8s/state.json` so that a
-//! re-run after a crash or reboot knows where it stopped and `hpk8s status`
-//! can tell an operator. Steps re-plan against the host anyway, so the state
+//! re-run after a crash or reboot knows where it stopped and an operator
+//! can read how far a node got. Steps re-plan against the host anyway, so the state
 //! file is a record, never a reason to skip checking the host.
 
 use std::collections::BTreeMap;

@@ -7,9 +7,11 @@
 //!   structs' order.
 //! - `docs/configuration.md` has a table row for every key, in order, and
 //!   every default it writes as a TOML value is the built-in one.
-//! - `docs/exit-codes.md` lists every exit code that an `exit_code()`
-//!   implementation in `lifecycle/src` returns, each once, and nothing else
-//!   besides the process-level codes.
+//! - `docs/exit-codes.md` lists every exit class, and every error kind of
+//!   the library once, under its class; the table from the old exit codes
+//!   names kinds that exist.
+//! - Every `` `hpk8s WORD` `` a doc, script, unit or library message names
+//!   is a subcommand of the binary.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -23,13 +25,18 @@ const EXAMPLE: &str = "docs/config.example.toml";
 const REFERENCE: &str = "docs/configuration.md";
 /// The exit-code table, relative to the workspace root.
 const EXIT_CODES: &str = "docs/exit-codes.md";
-/// Where the `exit_code()` implementations live.
+/// Where the library's error types live.
 const LIBRARY_SOURCE: &str = "lifecycle/src";
 /// Trailing marker of example lines for keys that have no default.
 const EXAMPLE_MARK: &str = "# example, default unset";
-/// Codes the process itself uses, not any library error: success, anything
-/// unexpected, clap's usage errors and Rust's panic code.
-const PROCESS_CODES: [u8; 4] = [0, 1, 2, 101];
+/// Error types that are only ever the cause of a classified error (a
+/// field of a variant that names its own kind), never returned alone.
+const CAUSE_ONLY_ERRORS: [&str; 4] = [
+    "CidrParseError",
+    "DurationError",
+    "TicketError",
+    "VersionError",
+];
 
 fn read(relative: &str) -> String {
     let path = workspace_root().join(relative);
@@ -416,41 +423,6 @@ fn reference_table_helper() {
 // ---------------------------------------------------------------------------
 // Exit codes.
 
-/// The literal codes (`=> NN`) in every `fn exit_code(` body of `source`.
-fn exit_code_arms(source: &str) -> Vec<u8> {
-    let mut codes = Vec::new();
-    for (start, _) in source.match_indices("fn exit_code(") {
-        let Some(open) = source[start..].find('{').map(|i| start + i) else {
-            continue;
-        };
-        let mut depth = 0usize;
-        let mut end = source.len();
-        for (i, c) in source[open..].char_indices() {
-            match c {
-                '{' => depth += 1,
-                '}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = open + i;
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
-        let body = &source[open..end];
-        for (arrow, _) in body.match_indices("=>") {
-            let rest = body[arrow + 2..].trim_start();
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            let after = rest[digits.len()..].chars().next();
-            if !digits.is_empty() && !after.is_some_and(|c| c.is_alphanumeric() || c == '_') {
-                codes.push(digits.parse().expect("an exit code fits in u8"));
-            }
-        }
-    }
-    codes
-}
-
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     for entry in entries {
@@ -463,103 +435,339 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// `code → where` for every literal exit code in the library source.
-fn source_codes() -> BTreeMap<u8, Vec<String>> {
+/// One kind as `docs/exit-codes.md` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DocumentedKind {
+    kind: String,
+    class_code: u8,
+    refined: bool,
+    error: String,
+}
+
+/// The classes table (`| code | `name` | …`) and the kinds listed under
+/// each `### code `name`` heading.
+fn documented_classes_and_kinds(markdown: &str) -> (Vec<(u8, String)>, Vec<DocumentedKind>) {
+    let mut classes = Vec::new();
+    let mut kinds = Vec::new();
+    let mut section: Option<&str> = None;
+    let mut class_code: Option<u8> = None;
+    for line in markdown.lines() {
+        if let Some(h) = line.strip_prefix("## ") {
+            section = Some(h.trim());
+            class_code = None;
+            continue;
+        }
+        if let Some(h) = line.strip_prefix("### ") {
+            class_code = h.split_whitespace().next().and_then(|c| c.parse().ok());
+            continue;
+        }
+        let Some(row) = line.trim().strip_prefix('|') else {
+            continue;
+        };
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        match (section, class_code) {
+            (Some("Classes"), _) => {
+                if let (Ok(code), Some(name)) = (cells[0].parse::<u8>(), cells.get(1)) {
+                    classes.push((code, name.trim_matches('`').to_string()));
+                }
+            }
+            (Some(s), Some(code)) if s.starts_with("Kinds") => {
+                let first = cells[0];
+                if let Some(kind) = first.split('`').nth(1) {
+                    kinds.push(DocumentedKind {
+                        kind: kind.to_string(),
+                        class_code: code,
+                        refined: first.contains('†'),
+                        error: cells
+                            .get(1)
+                            .map(|e| e.trim_matches('`').to_string())
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    (classes, kinds)
+}
+
+#[test]
+fn every_error_kind_is_documented_under_its_class_once() {
+    use lifecycle::error::class::ExitClass;
+    let (classes, documented) = documented_classes_and_kinds(&read(EXIT_CODES));
+
+    // The classes: at most 16, within 1–99, none a code shells already use.
+    let class_codes: Vec<u8> = classes.iter().map(|(c, _)| *c).collect();
+    for class in ExitClass::ALL {
+        assert!(
+            classes.contains(&(class.code(), class.name().to_string())),
+            "{EXIT_CODES} lacks class {} ({}): {classes:?}",
+            class.name(),
+            class.code()
+        );
+        let c = class.code();
+        assert!((1..=99).contains(&c) && !(124..=127).contains(&c), "{c}");
+    }
+    assert!(ExitClass::ALL.len() <= 16);
+    let listed: BTreeSet<u8> = class_codes.iter().copied().collect();
+    assert_eq!(listed.len(), class_codes.len(), "a class code twice");
+    for c in &class_codes {
+        assert!(
+            *c == 0 || *c == 101 || ExitClass::ALL.iter().any(|k| k.code() == *c),
+            "{EXIT_CODES} lists code {c}, which is no class"
+        );
+    }
+
+    // The kinds: every one the library names, under its class, once.
+    let source = lifecycle::error::all_kinds();
+    assert!(source.len() >= 100, "only {} kinds", source.len());
+    let mut seen = BTreeSet::new();
+    let twice: Vec<&str> = source
+        .iter()
+        .map(|r| r.kind)
+        .filter(|k| !seen.insert(*k))
+        .collect();
+    assert!(twice.is_empty(), "kinds named by two variants: {twice:?}");
+    let mut seen = BTreeSet::new();
+    let twice: Vec<&str> = documented
+        .iter()
+        .map(|d| d.kind.as_str())
+        .filter(|k| !seen.insert(*k))
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{EXIT_CODES} lists these kinds twice: {twice:?}"
+    );
+    for row in &source {
+        let doc = documented
+            .iter()
+            .find(|d| d.kind == row.kind)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{EXIT_CODES} lacks kind `{}` ({}::{})",
+                    row.kind, row.error, row.variant
+                )
+            });
+        assert_eq!(
+            doc.class_code,
+            row.class.code(),
+            "`{}` is documented under class {} but is {}",
+            row.kind,
+            doc.class_code,
+            row.class.name()
+        );
+        assert_eq!(doc.refined, row.refined, "`{}`: the † mark", row.kind);
+        assert!(
+            doc.error.ends_with(&format!(
+                "{}::{}",
+                row.error.rsplit("::").next().unwrap_or(""),
+                row.variant
+            )) || doc.error.ends_with(&format!("::{}", row.variant)),
+            "`{}` is documented as `{}`, but is {}::{}",
+            row.kind,
+            doc.error,
+            row.error,
+            row.variant
+        );
+    }
+    let stale: Vec<&str> = documented
+        .iter()
+        .map(|d| d.kind.as_str())
+        .filter(|k| !source.iter().any(|r| r.kind == *k))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "{EXIT_CODES} lists kinds nothing names: {stale:?}"
+    );
+}
+
+/// Every error enum of the library is classified (its variants name their
+/// kinds) and listed in `lifecycle::error::all_kinds`, unless it is only
+/// ever the cause of another error.
+#[test]
+fn every_error_type_is_classified() {
     let mut files = Vec::new();
     rust_files(&workspace_root().join(LIBRARY_SOURCE), &mut files);
-    let mut codes: BTreeMap<u8, Vec<String>> = BTreeMap::new();
+    let listed: BTreeSet<&str> = lifecycle::error::all_kinds()
+        .iter()
+        .map(|r| r.error)
+        .collect();
+    let mut found = 0;
     for file in files {
         let text = std::fs::read_to_string(&file).expect("a readable source file");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if !(line.starts_with("#[derive(") && line.contains("thiserror::Error")) {
+                continue;
+            }
+            let Some(name) = lines[i + 1..]
+                .iter()
+                .find_map(|l| l.strip_prefix("pub enum "))
+                .and_then(|l| l.split_whitespace().next())
+            else {
+                continue;
+            };
+            found += 1;
+            if CAUSE_ONLY_ERRORS.contains(&name) {
+                continue;
+            }
+            let shown = file
+                .strip_prefix(workspace_root())
+                .unwrap_or(&file)
+                .display()
+                .to_string();
+            assert!(
+                text.contains(&format!("classify!({name} {{")),
+                "{shown}: error type {name} is not classified"
+            );
+            // The top-level error only wraps others.
+            if name != "Error" || !shown.ends_with("error/mod.rs") {
+                assert!(
+                    listed.contains(name),
+                    "{shown}: {name} is missing from lifecycle::error::all_kinds"
+                );
+            }
+        }
+    }
+    assert!(found >= 20, "only {found} error types found");
+}
+
+#[test]
+fn the_old_exit_codes_map_to_kinds_that_exist() {
+    let doc = read(EXIT_CODES);
+    let section = doc
+        .split("## From the old exit codes")
+        .nth(1)
+        .expect("an old-codes section");
+    let kinds: BTreeSet<&str> = lifecycle::error::all_kinds()
+        .iter()
+        .map(|r| r.kind)
+        .collect();
+    let mut rows = 0;
+    for row in section.lines().filter_map(|l| l.trim().strip_prefix('|')) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let Ok(code) = cells[0].parse::<u16>() else {
+            continue;
+        };
+        rows += 1;
+        assert!((10..=200).contains(&code), "{code}");
+        let named: Vec<&str> = cells[2].split('`').skip(1).step_by(2).collect();
+        assert!(!named.is_empty(), "old code {code} maps to no kind");
+        for k in named {
+            assert!(
+                kinds.contains(k),
+                "old code {code} maps to unknown kind `{k}`"
+            );
+        }
+    }
+    assert!(rows >= 130, "only {rows} old codes mapped");
+}
+
+/// The subcommands `hpk8s --help` lists.
+#[allow(clippy::disallowed_methods)] // runs the real binary
+fn subcommands() -> BTreeSet<String> {
+    let out = std::process::Command::new(harness::hpk8s_bin())
+        .arg("--help")
+        .output()
+        .expect("hpk8s --help runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    help.split("Commands:")
+        .nth(1)
+        .expect("a Commands section")
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        // Subcommands are indented two spaces; their wrapped help, more.
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
+}
+
+/// Every `` `hpk8s WORD` `` in the docs, scripts, units and the library's
+/// messages, with where it is.
+fn mentioned_subcommands() -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for dir in [
+        "lifecycle/src",
+        "agent/src",
+        "docs",
+        "scripts",
+        "systemd",
+        "vagrant",
+    ] {
+        let path = workspace_root().join(dir);
+        if path.is_dir() {
+            all_files(&path, &mut files);
+        }
+    }
+    for top in ["README.md", "ARCHITECTURE.md"] {
+        files.push(workspace_root().join(top));
+    }
+    let mut out = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
         let shown = file
             .strip_prefix(workspace_root())
             .unwrap_or(&file)
             .display()
             .to_string();
-        for code in exit_code_arms(&text) {
-            codes.entry(code).or_default().push(shown.clone());
-        }
-    }
-    codes
-}
-
-/// The codes in the first column of the doc's tables (rows whose first
-/// cell is a number), in order.
-fn documented_codes(markdown: &str) -> Vec<u8> {
-    markdown
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix('|'))
-        .filter_map(|row| row.split('|').next()?.trim().parse().ok())
-        .collect()
-}
-
-#[test]
-fn every_exit_code_in_the_source_is_documented_once() {
-    let source = source_codes();
-    // A scanner that finds nothing would pass vacuously: the library has
-    // about 80 codes, at least one per range.
-    assert!(
-        source.len() >= 60,
-        "only {} codes found: {source:?}",
-        source.len()
-    );
-    for known in [10, 20, 40, 50, 55, 65, 75, 85, 90] {
-        assert!(
-            source.contains_key(&known),
-            "code {known} not found: {source:?}"
-        );
-    }
-    let shared: Vec<_> = source.iter().filter(|(_, at)| at.len() > 1).collect();
-    assert!(
-        shared.is_empty(),
-        "exit codes used by several variants: {shared:?}"
-    );
-
-    let doc = documented_codes(&read(EXIT_CODES));
-    let mut seen = BTreeSet::new();
-    let twice: Vec<u8> = doc.iter().copied().filter(|c| !seen.insert(*c)).collect();
-    assert!(
-        twice.is_empty(),
-        "{EXIT_CODES} lists these codes twice: {twice:?}"
-    );
-
-    let missing: Vec<_> = source.iter().filter(|(c, _)| !seen.contains(*c)).collect();
-    assert!(
-        missing.is_empty(),
-        "{EXIT_CODES} lacks these codes (code, file): {missing:?}"
-    );
-    let stale: Vec<u8> = seen
-        .iter()
-        .copied()
-        .filter(|c| !source.contains_key(c) && !PROCESS_CODES.contains(c))
-        .collect();
-    assert!(
-        stale.is_empty(),
-        "{EXIT_CODES} lists codes nothing returns: {stale:?}"
-    );
-    for c in PROCESS_CODES {
-        assert!(
-            seen.contains(&c),
-            "{EXIT_CODES} lacks process exit code {c}"
-        );
-    }
-}
-
-#[test]
-fn exit_code_helpers() {
-    let source = r#"
-        fn other(&self) -> u8 { match self { X => 99, } }
-        pub fn exit_code(&self) -> u8 {
-            match self {
-                E::A { .. } => 10,
-                E::B(e) => e.exit_code(),
-                E::C(_) => match x { Y::D => 11, Y::E => 12 },
+        for (at, _) in text.match_indices("`hpk8s ") {
+            let word: String = text[at + 7..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                .collect();
+            // Flags (`hpk8s --help`) are not subcommands.
+            if word.starts_with(|c: char| c.is_ascii_lowercase()) {
+                out.push((word, shown.clone()));
             }
         }
-        fn exit_codes_are_distinct() { let _ = |a| a => 98; }
-    "#;
-    assert_eq!(exit_code_arms(source), [10, 11, 12]);
-    let doc = "| Range | Area |\n|---|---|\n| 10–19 | config |\n\n| Code | Error |\n|--|--|\n| 0 | ok |\n| 12 | `X` |\n";
-    assert_eq!(documented_codes(doc), [0, 12]);
+    }
+    out
+}
+
+fn all_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            all_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_subcommand_a_message_or_doc_names_exists() {
+    let real = subcommands();
+    for expected in [
+        "bootstrap",
+        "agent",
+        "identity",
+        "config",
+        "generate-new-token",
+    ] {
+        assert!(
+            real.contains(expected),
+            "{expected} missing from --help: {real:?}"
+        );
+    }
+    let mentioned = mentioned_subcommands();
+    assert!(
+        mentioned.len() >= 20,
+        "only {} mentions found",
+        mentioned.len()
+    );
+    let unknown: Vec<&(String, String)> = mentioned
+        .iter()
+        .filter(|(w, _)| !real.contains(w))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "these name subcommands hpk8s does not have: {unknown:?}"
+    );
 }
 
 /// The Vagrant cluster's config parses and exchanges the ticket through

@@ -62,7 +62,7 @@ pub enum ClusterConfigError {
     },
     /// The installed kubeadm is too old for hpk8s.
     #[error(
-        "kubeadm {found} is too old; hpk8s drives kubeadm 1.24 and later (set kubernetes.version and re-run `hpk8s prepare`)"
+        "kubeadm {found} is too old; hpk8s drives kubeadm 1.24 and later (set kubernetes.version and re-run `hpk8s bootstrap --phase prepare`)"
     )]
     UnsupportedKubeadm {
         /// The installed version.
@@ -70,7 +70,7 @@ pub enum ClusterConfigError {
     },
     /// The installed kubeadm cannot deploy the configured Kubernetes version.
     #[error(
-        "kubeadm {kubeadm} cannot deploy kubernetes.version {kubernetes}: kubeadm must be the same minor version or one newer; install the matching kubeadm (`hpk8s prepare`) or fix kubernetes.version"
+        "kubeadm {kubeadm} cannot deploy kubernetes.version {kubernetes}: kubeadm must be the same minor version or one newer; install the matching kubeadm (`hpk8s bootstrap --phase prepare`) or fix kubernetes.version"
     )]
     VersionSkew {
         /// The installed kubeadm.
