@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 pub mod cluster_bed;
 pub mod fixtures;
+pub mod golden;
 pub mod imds;
 pub mod kube_api;
 pub mod kubeadm_stand_in;

@@ -215,6 +215,11 @@ rollout_timeout_secs = 0
 }
 
 impl Node {
+    /// A context without the rendezvous: it would connect on first use.
+    fn fresh_cx(&self) -> Context<'_> {
+        Context::new(&self.host, &self.config, &self.identity)
+    }
+
     fn cx(&self) -> Context<'_> {
         Context::new(&self.host, &self.config, &self.identity)
             .with_rendezvous(self.rendezvous.clone())
@@ -543,4 +548,133 @@ async fn rotation_while_polling(kind: Kind) {
             .unwrap()
             .is_some()
     );
+}
+
+// ---------------------------------------------------------------------------
+// Golden plans of phase cluster: what `hpk8s bootstrap --dry-run --phase
+// cluster` shows on each kind of node, as text and JSON.
+
+impl Bed {
+    /// A plan as text and JSON with what varies between runs (the API
+    /// server's port, temp paths, byte counts of secret files) replaced.
+    fn normalized(&self, plan: &lifecycle::plan::Plan, node: &Node) -> (String, String) {
+        let json = serde_json::to_string_pretty(plan).unwrap() + "\n";
+        let fix = |s: String| {
+            let s = s
+                .replace(&format!("127.0.0.1:{}", self.port), "127.0.0.1:<port>")
+                .replace(&self.shared.path().display().to_string(), "<shared>")
+                .replace(&node.root.path().display().to_string(), "<root>");
+            let mut out = String::new();
+            let mut rest = s.as_str();
+            while let Some(at) = rest.find("(secret contents, ") {
+                out.push_str(&rest[..at]);
+                out.push_str("(secret contents, <n> bytes");
+                let after = &rest[at..];
+                let end = after
+                    .find(" bytes")
+                    .map_or(after.len(), |e| e + " bytes".len());
+                rest = &after[end..];
+            }
+            out.push_str(rest);
+            // How long the current ticket has left depends on the test's speed.
+            match out.find("holds a current join ticket (expires in ") {
+                Some(at) => {
+                    let start = at + "holds a current join ticket (expires in ".len();
+                    let end = out[start..].find(')').map_or(out.len(), |e| start + e);
+                    out.replace_range(start..end, "<t>");
+                    out
+                }
+                None => out,
+            }
+        };
+        (fix(plan.to_string()), fix(json))
+    }
+
+    fn check_golden(&self, name: &str, plan: &lifecycle::plan::Plan, node: &Node) {
+        let (text, json) = self.normalized(plan, node);
+        harness::golden::check(&format!("cluster/{name}.plan"), &text);
+        harness::golden::check(&format!("cluster/{name}.json"), &json);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn golden_plans_of_phase_cluster() {
+    let bed = Bed::start().await;
+    let controller = bed.node(CONTROLLER).await;
+    let w0 = bed.node(WORKERS[0]).await;
+    let w1 = bed.node(WORKERS[1]).await;
+
+    // Fresh: the whole set planned, no remote call at all. The contexts
+    // are not given the rendezvous: connecting would be visible.
+    bed.api.clear_requests();
+    let plan = phase::plan(&controller.fresh_cx()).await.unwrap();
+    bed.check_golden("controller-fresh", &plan, &controller);
+    assert!(
+        plan.steps.iter().all(|s| !s.changes.is_empty()),
+        "a fresh controller plans work in every step:\n{plan}"
+    );
+    let plan = phase::plan(&w0.fresh_cx()).await.unwrap();
+    bed.check_golden("worker-fresh", &plan, &w0);
+    assert!(
+        bed.api.requests().is_empty(),
+        "a dry run on fresh hosts called the API server: {:?}",
+        bed.api.requests()
+    );
+    assert!(!bed.ticket_path().exists());
+
+    // Formed and current: nothing to do, found with read-only calls.
+    let (r0, r1, rc) = tokio::join!(w0.bootstrap(), w1.bootstrap(), controller.bootstrap());
+    rc.unwrap();
+    r0.unwrap();
+    r1.unwrap();
+    bed.api.clear_requests();
+    let plan = phase::plan(&controller.cx()).await.unwrap();
+    assert!(plan.is_empty(), "{plan}");
+    let text = plan.to_string();
+    assert!(
+        text.contains("holds a current join ticket (expires in 5"),
+        "the ticket has about an hour left: {text}"
+    );
+    let writes: Vec<_> = bed
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET" && !r.query.contains("dryRun=All"))
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "the plan changed the cluster: {writes:?}"
+    );
+    bed.check_golden("controller-formed", &plan, &controller);
+    let plan = phase::plan(&w0.cx()).await.unwrap();
+    bed.check_golden("worker-joined", &plan, &w0);
+
+    // A changed addon setting: only that object is planned, with the field.
+    let mut newer = controller.config.clone();
+    newer.addons.flannel_image = "ghcr.io/flannel-io/flannel:v0.26.8".into();
+    let cx = Context::new(&controller.host, &newer, &controller.identity)
+        .with_rendezvous(controller.rendezvous.clone());
+    let plan = phase::plan(&cx).await.unwrap();
+    let addons = plan.steps.iter().find(|s| s.step == "addons").unwrap();
+    let changes: Vec<String> = addons.changes.iter().map(|c| c.summary()).collect();
+    assert_eq!(
+        changes,
+        [
+            "server-side apply DaemonSet kube-flannel/kube-flannel-ds from flannel (spec.template.spec.containers[0].image differs)"
+        ],
+        "{plan}"
+    );
+
+    // Formed, the ticket expiring in 12 minutes: a new token is planned.
+    let mut expiring = bed.ticket().await;
+    expiring.expires_at =
+        std::time::SystemTime::now() + std::time::Duration::from_secs(12 * 60 + 30);
+    controller.rendezvous.publish(&expiring).await.unwrap();
+    let plan = phase::plan(&controller.cx()).await.unwrap();
+    bed.check_golden("controller-ticket-expiring", &plan, &controller);
+    let old = bed.ticket().await;
+    // Applying it publishes a new token; then the plan is empty again.
+    phase::apply(&controller.cx()).await.unwrap();
+    assert_ne!(bed.ticket().await.token.id(), old.token.id());
+    assert!(phase::plan(&controller.cx()).await.unwrap().is_empty());
 }

@@ -41,7 +41,7 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`] (also hpk8s's field manager).
 pub const MANAGED_BY: &str = super::labels::FIELD_MANAGER;
 
-/// Errors of bootstrap tokens (exit codes 108–109, see `docs/exit-codes.md`).
+/// Errors of bootstrap tokens.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A token read from somewhere is not `[a-z0-9]{6}.[a-z0-9]{16}`; the

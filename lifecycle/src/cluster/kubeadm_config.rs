@@ -42,8 +42,7 @@ pub const MIN_KUBEADM: (u32, u32) = (1, 24);
 /// First kubeadm that speaks `kubeadm.k8s.io/v1beta4`.
 pub const FIRST_V1BETA4: (u32, u32) = (1, 31);
 
-/// Every error of the cluster configuration (exit codes 100–119 without
-/// 101): pod network sizing, bootstrap tokens and the kubeadm documents.
+/// Every error of the cluster configuration: pod network sizing, bootstrap tokens and the kubeadm documents.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterConfigError {
     /// Pod network sizing or overlap.

@@ -40,7 +40,7 @@ pub const SERVICE_PREFIX_RANGE: std::ops::RangeInclusive<u8> = 12..=28;
 /// kubelet's default `maxPods`.
 pub const KUBELET_DEFAULT_MAX_PODS: u32 = 110;
 
-/// Errors of pod network sizing (exit codes 100–107, see `docs/exit-codes.md`).
+/// Errors of pod network sizing.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The configured pod network does not fit the expected nodes.

@@ -43,8 +43,7 @@ fn secrets_endpoint() -> String {
     format!("/api/v1/namespaces/{SECRET_NAMESPACE}/secrets")
 }
 
-/// Errors of bootstrap-token rotation (exit codes 180–189, see
-/// `docs/exit-codes.md`). None ever contains a token's secret.
+/// Errors of bootstrap-token rotation. None ever contains a token's secret.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// Generating a token failed (the OS random number generator).

@@ -39,8 +39,8 @@ pub fn human(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..=119 => format!("{s} s"),
-        120..=5999 => format!("{} min", s / 60),
-        _ if s % 3600 / 60 == 0 => format!("{} h", s / 3600),
+        _ if s % 3600 < 60 => format!("{} h", s / 3600),
+        120..=7199 => format!("{} min", s / 60),
         _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
     }
 }
@@ -75,6 +75,8 @@ mod tests {
         assert_eq!(human(Duration::from_secs(42)), "42 s");
         assert_eq!(human(Duration::from_secs(12 * 60 + 30)), "12 min");
         assert_eq!(human(Duration::from_secs(4 * 3600)), "4 h");
+        assert_eq!(human(Duration::from_secs(3600)), "1 h");
+        assert_eq!(human(Duration::from_secs(3599)), "59 min");
         assert_eq!(human(Duration::from_secs(3 * 3600 + 5 * 60)), "3 h 5 min");
     }
 }

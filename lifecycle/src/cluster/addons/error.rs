@@ -6,7 +6,7 @@ use crate::error::class::classify;
 use crate::host::FsError;
 use crate::kube::errors::class_of;
 
-/// Errors of the addons step (exit codes 140–159).
+/// Errors of the addons step.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `addons.registry_mirror` is not `host[:port][/path]`.

@@ -6,7 +6,7 @@ use super::units::FS_LABEL;
 use crate::error::class::classify;
 use crate::host::CommandError;
 
-/// Errors of this step (exit codes 55–64).
+/// Errors of this step.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A host file could not be read.

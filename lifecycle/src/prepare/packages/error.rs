@@ -3,7 +3,7 @@
 use crate::error::class::classify;
 use crate::host::FsError;
 
-/// Errors of this step. Exit codes 75–84.
+/// Errors of this step.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A host file could not be read.
