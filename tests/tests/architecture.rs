@@ -111,12 +111,11 @@ fn expand_use(tree: &str) -> Vec<Vec<String>> {
     out
 }
 
-/// Paths a file names: `(is a pub use, segments)`.
-fn named_paths(
-    module: &[String],
-    code: &str,
-    modules: &BTreeSet<Vec<String>>,
-) -> Vec<(bool, Vec<String>)> {
+/// A path a file names: whether it is a `pub use`, and its segments.
+type NamedPath = (bool, Vec<String>);
+
+/// Paths a file names.
+fn named_paths(module: &[String], code: &str, modules: &BTreeSet<Vec<String>>) -> Vec<NamedPath> {
     let mut out = Vec::new();
     for line_start in code.split(';') {
         let t = line_start.trim_start();
@@ -186,7 +185,7 @@ fn import_edges(files: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<S
     let modules: BTreeMap<Vec<String>, String> =
         files.keys().map(|f| (module_of(f), f.clone())).collect();
     let module_set: BTreeSet<Vec<String>> = modules.keys().cloned().collect();
-    let named: BTreeMap<String, (Vec<String>, Vec<(bool, Vec<String>)>)> = files
+    let named: BTreeMap<String, (Vec<String>, Vec<NamedPath>)> = files
         .iter()
         .map(|(f, src)| {
             let m = module_of(f);

@@ -150,3 +150,44 @@ fn credentials_never_reach_plans_or_logs() {
         "a dry run changed the root"
     );
 }
+
+/// `hpk8s agent` on a node that is not the controller keeps running (for
+/// systemd to supervise), says so, and stops cleanly on SIGTERM.
+#[test]
+#[allow(clippy::disallowed_methods)] // test harness launches the real binary
+fn the_agent_keeps_running_on_a_worker_until_sigterm() {
+    let root = FakeRoot::new().hostname("worker-1");
+    root.dir().write(
+        "/etc/hpk8s/config.toml",
+        "[identity]\nsource = \"static\"\ncluster_name = \"t\"\n\
+         [[identity.nodes]]\nname = \"ctrl\"\naddress = \"10.9.0.1\"\nrole = \"controller\"\n\
+         [[identity.nodes]]\nname = \"worker-1\"\naddress = \"10.9.0.2\"\nrole = \"worker\"\n\
+         [node]\naddress = \"10.9.0.2\"\n",
+    );
+    let mut child = std::process::Command::new(harness::hpk8s_bin())
+        .arg("--root")
+        .arg(root.path())
+        .arg("agent")
+        .env_remove("SAGEMAKER_RESOURCE_CONFIG_PATH")
+        .env_remove("HPK8S_CONFIG")
+        .env_remove("HPK8S_ROOT")
+        .env("HPK8S_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the agent exited on a worker"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("nothing for the agent to do"), "{stderr}");
+    assert!(stderr.contains("agent stopped"), "{stderr}");
+}
