@@ -191,3 +191,36 @@ fn the_agent_keeps_running_on_a_worker_until_sigterm() {
     assert!(stderr.contains("nothing for the agent to do"), "{stderr}");
     assert!(stderr.contains("agent stopped"), "{stderr}");
 }
+
+/// A failure under `--output json` is a JSON document on stdout with its
+/// stable kind and class, besides the one line on stderr.
+#[test]
+fn a_failure_with_json_output_names_its_kind_and_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[containerd]\nsystemd_cgroups = true\n").unwrap();
+    let out = hpk8s(
+        &["bootstrap", "--dry-run", "--output", "json"],
+        &[
+            ("HPK8S_LOG", "off"),
+            ("HPK8S_CONFIG", config.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["kind"], "config_unknown_key", "{doc}");
+    assert_eq!(doc["error"]["class"], "config", "{doc}");
+    assert_eq!(doc["error"]["exit_code"], 3, "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("systemd_cgroups"),
+        "{doc}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error[config_unknown_key]: "),
+        "{stderr}"
+    );
+}
