@@ -437,6 +437,11 @@ pub struct RendezvousConfig {
     pub kms_key_id: Option<String>,
     /// Shared directory holding `join-ticket.json` (`kind = "directory"`).
     pub directory: Option<PathBuf>,
+    /// The uid that must own the shared directory and the ticket in it;
+    /// anything owned by another user, writable by group or others, a
+    /// symlink, FIFO or device is refused (another user of the file system
+    /// could plant a ticket naming their own API server). Default 0 (root).
+    pub directory_owner_uid: u32,
     /// Longest pause between two polls of a waiting worker, milliseconds.
     /// Default 5000.
     pub poll_cap_ms: u64,
@@ -453,6 +458,7 @@ impl Default for RendezvousConfig {
             tags: BTreeMap::new(),
             kms_key_id: None,
             directory: None,
+            directory_owner_uid: 0,
             poll_cap_ms: 5000,
             deadline_secs: 3600,
         }

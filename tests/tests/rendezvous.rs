@@ -113,6 +113,7 @@ fn policy(deadline_secs: u64) -> WaitPolicy {
         first_delay: Duration::from_millis(50),
         expiry_margin: Duration::from_secs(120),
         request_timeout: Duration::from_secs(5),
+        endpoints: Vec::new(),
     }
 }
 
@@ -593,14 +594,158 @@ async fn directory_rendezvous_writes_atomically_0600_and_workers_wait() {
     let mode = std::fs::metadata(&file).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 
-    // A corrupted file fails fast, naming it.
+    // A corrupted file (anyone on the share could have written it) keeps
+    // the worker waiting; at the deadline the error names the file and why.
     std::fs::write(&file, "{\"version\": 1, \"cluster_id\": ").expect("corrupt");
-    let e = wait_for_ticket(&r, &policy(60), SystemTime::now, tcp_probe)
+    let started = Instant::now();
+    let e = wait_for_ticket(&r, &policy(2), SystemTime::now, tcp_probe)
         .await
         .expect_err("corrupt");
     let text = captured(&e);
-    assert_eq!(e.kind(), "ticket_malformed", "{text}");
+    assert!(started.elapsed() >= Duration::from_secs(2), "{text}");
+    assert_eq!(e.kind(), "ticket_wait_deadline", "{text}");
     assert!(text.contains(&file.display().to_string()), "{text}");
+    assert!(text.contains("not a join ticket"), "{text}");
+}
+
+/// What a shared directory may hold that another user planted, and what
+/// hpk8s must say about it.
+struct Planted {
+    name: &'static str,
+    plant: fn(&std::path::Path, &std::path::Path, &JoinTicket),
+    says: &'static str,
+}
+
+fn write_ticket_file(path: &std::path::Path, t: &JoinTicket) {
+    std::fs::write(path, t.to_secret_json()).expect("write ticket");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_tickets_are_refused_quickly_naming_the_path_and_reason() {
+    if require(
+        nix::unistd::geteuid().is_root(),
+        "root (to own files as another uid)",
+    ) {
+        return;
+    }
+    let (_api, addr) = api_server().await;
+    let good = ticket(TOKENS[0], addr, 3600);
+    let cases = [
+        Planted {
+            name: "world-writable directory",
+            plant: |dir, file, t| {
+                write_ticket_file(file, t);
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+                    .expect("chmod");
+            },
+            says: "writable by group or others (mode 0777)",
+        },
+        Planted {
+            name: "symlinked ticket",
+            plant: |dir, file, t| {
+                let real = dir.parent().expect("parent").join("elsewhere.json");
+                write_ticket_file(&real, t);
+                std::os::unix::fs::symlink(&real, file).expect("symlink");
+            },
+            says: "symbolic link",
+        },
+        Planted {
+            name: "ticket owned by another uid",
+            plant: |_, file, t| {
+                write_ticket_file(file, t);
+                std::os::unix::fs::chown(file, Some(1000), Some(1000)).expect("chown");
+            },
+            says: "owned by uid 1000",
+        },
+        Planted {
+            name: "FIFO",
+            plant: |_, file, _| {
+                nix::unistd::mkfifo(file, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                    .expect("mkfifo");
+            },
+            says: "a FIFO",
+        },
+        Planted {
+            name: "1 GiB file",
+            plant: |_, file, _| {
+                let f = std::fs::File::create(file).expect("create");
+                f.set_len(1 << 30).expect("grow");
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+                    .expect("chmod");
+            },
+            says: "1073741824 bytes, more than 65536",
+        },
+    ];
+    for case in cases {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("shared");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let file = dir.join(TICKET_FILE);
+        (case.plant)(&dir, &file, &good);
+        let r = directory(&dir);
+        let started = Instant::now();
+        let e = r.fetch().await.expect_err(case.name);
+        let text = captured(&e);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{}: slow: {text}",
+            case.name
+        );
+        assert_eq!(e.kind(), "rendezvous_untrusted", "{}: {text}", case.name);
+        assert!(text.contains(case.says), "{}: {text}", case.name);
+        assert!(
+            text.contains(&dir.display().to_string()),
+            "{}: the path is named: {text}",
+            case.name
+        );
+        // A waiting worker never takes it: it waits, and says why at the deadline.
+        let e = wait_for_ticket(&r, &policy(1), SystemTime::now, tcp_probe)
+            .await
+            .expect_err(case.name);
+        let text = captured(&e);
+        assert_eq!(e.kind(), "ticket_wait_deadline", "{}: {text}", case.name);
+        assert!(text.contains(case.says), "{}: {text}", case.name);
+        // The controller refuses to publish into a directory others control.
+        if case.name == "world-writable directory" {
+            let e = r.publish(&good).await.expect_err("untrusted directory");
+            assert_eq!(e.kind(), "rendezvous_untrusted", "{}", captured(&e));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_naming_another_api_server_is_never_used() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("shared");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let r = directory(&dir);
+    let (_api, ours) = api_server().await;
+    let (_theirs, theirs) = api_server().await;
+    r.publish(&ticket(TOKENS[1], theirs, 3600))
+        .await
+        .expect("publish");
+    let only_ours = WaitPolicy {
+        endpoints: vec![ours.to_string()],
+        ..policy(1)
+    };
+    let e = wait_for_ticket(&r, &only_ours, SystemTime::now, tcp_probe)
+        .await
+        .expect_err("another API server");
+    let text = captured(&e);
+    assert_eq!(e.kind(), "ticket_wait_deadline", "{text}");
+    assert!(
+        text.contains(&format!("refusing a ticket for API endpoint {theirs}")),
+        "{text}"
+    );
+    // The same ticket naming our server is taken.
+    r.publish(&ticket(TOKENS[2], ours, 3600))
+        .await
+        .expect("publish");
+    let got = wait_for_ticket(&r, &only_ours, SystemTime::now, tcp_probe)
+        .await
+        .expect("our ticket");
+    assert_eq!(got.endpoint, ours.to_string());
 }
 
 // ---------------------------------------------------------------------------

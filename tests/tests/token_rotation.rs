@@ -549,3 +549,39 @@ async fn rotation_through_secrets_manager() {
     assert_eq!(again, rotated);
     assert_eq!(token_ids(&api).len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_loop_never_adopts_a_ticket_for_another_server_and_publishes_its_own() {
+    let s = setup().await;
+    let now = SystemTime::now();
+    let token = create_token(&s.client, ttl(), now, CLUSTER).await.unwrap();
+    let ours = ticket(&token, now + ttl().duration());
+    // Someone else's ticket: a later expiry, but their API server and CA.
+    let mut planted = ours.clone();
+    planted.endpoint = "10.66.6.6:6443".into();
+    planted.ca_pins = vec![format!("sha256:{}", "66".repeat(32))];
+    planted.expires_at = now + ttl().duration() * 2;
+    s.rendezvous.publish(&planted).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = {
+        let client = s.client.clone();
+        let rendezvous = s.rendezvous.clone();
+        let ours = ours.clone();
+        tokio::spawn(async move {
+            run_rotation(&client, &rendezvous, ours, ttl(), GRACE, async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.rendezvous.fetch().await.unwrap() != Some(ours.clone()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the planted ticket is still published"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}

@@ -106,16 +106,30 @@ async fn rotation_step(
     cleanup_at: &mut Option<SystemTime>,
 ) -> Result<(), TokenError> {
     let now = SystemTime::now();
-    if let Some(published) = fetch_published(rendezvous).await?
-        && is_newer(&published, current)
-    {
-        tracing::info!(
-            token_id = published.token.id(),
-            expires_at = %published.expires_at_rfc3339(),
-            "adopting the join ticket another controller run published"
-        );
-        *current = published;
-        *cleanup_at = Some(now + grace + Duration::from_secs(1));
+    match fetch_published(rendezvous).await? {
+        Some(published) if is_newer(&published, current) => {
+            tracing::info!(
+                token_id = published.token.id(),
+                expires_at = %published.expires_at_rfc3339(),
+                "adopting the join ticket another controller run published"
+            );
+            *current = published;
+            *cleanup_at = Some(now + grace + Duration::from_secs(1));
+        }
+        Some(published) if published == *current => {}
+        other => {
+            // Gone, unreadable, or not this cluster's (another endpoint or CA:
+            // never adopted): the workers need this controller's ticket.
+            tracing::warn!(
+                found = if other.is_some() { "a join ticket this controller did not publish" } else { "no usable join ticket" },
+                rendezvous = %rendezvous.location(),
+                "publishing this controller's join ticket again"
+            );
+            rendezvous
+                .publish(current)
+                .await
+                .map_err(|source| TokenError::Publish { source })?;
+        }
     }
     if rotation_due(current, ttl, now) {
         *current = rotate(client, rendezvous, current, ttl, grace, now).await?;

@@ -327,17 +327,23 @@ pub(crate) async fn fetch_published(
 ) -> Result<Option<JoinTicket>, TokenError> {
     match rendezvous.fetch().await {
         Ok(t) => Ok(t),
-        Err(e @ RendezvousError::MalformedTicket { .. }) => {
-            tracing::warn!(error = %e, "ignoring the malformed published join ticket; the next rotation replaces it");
+        Err(e @ (RendezvousError::MalformedTicket { .. } | RendezvousError::Untrusted { .. })) => {
+            tracing::warn!(error = %e, "ignoring the published join ticket; the next one published replaces it");
             Ok(None)
         }
         Err(source) => Err(TokenError::Fetch { source }),
     }
 }
 
-/// Whether `published` is a later ticket of the same cluster than `current`.
+/// Whether `published` is a later ticket of the same cluster than
+/// `current`: same cluster, API endpoint, CA pins and version (a ticket
+/// anyone else wrote names another server or CA and is never adopted).
 pub(crate) fn is_newer(published: &JoinTicket, current: &JoinTicket) -> bool {
-    published.cluster_id == current.cluster_id && published.expires_at > current.expires_at
+    published.cluster_id == current.cluster_id
+        && published.endpoint == current.endpoint
+        && published.ca_pins == current.ca_pins
+        && published.kubernetes_version == current.kubernetes_version
+        && published.expires_at > current.expires_at
 }
 
 /// What a join ticket says besides its token: fixed for a formed cluster.

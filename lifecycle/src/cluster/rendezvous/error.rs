@@ -20,6 +20,20 @@ pub enum RendezvousError {
         #[source]
         source: TicketError,
     },
+    /// A shared directory or the ticket in it cannot be trusted (another
+    /// user could have planted or replaced it); a waiting worker warns and
+    /// keeps waiting, the controller refuses to publish there.
+    #[error(
+        "{path}: refusing the join ticket rendezvous: {reason}; it must be owned by uid {trusted_uid}, not writable by group or others, a regular file (no symlink, FIFO or device) of at most 64 KiB naming this cluster's API endpoint"
+    )]
+    Untrusted {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+        /// The owner the rendezvous trusts.
+        trusted_uid: u32,
+    },
     /// The node's IAM role may not perform `action`.
     #[error(
         "access denied: this node's IAM role may not call {action} on {location} ({detail}); grant {action} on that secret to this instance group's execution role"
@@ -106,6 +120,7 @@ pub enum RendezvousError {
 
 classify!(RendezvousError {
     MalformedTicket { .. } => Input "ticket_malformed";
+    Untrusted { .. } => Refused "rendezvous_untrusted";
     AccessDenied { .. } => Permission "rendezvous_access_denied";
     Deadline { .. } => Deadline "ticket_wait_deadline";
     Aws { .. } => Precondition "secrets_manager_refused";
@@ -121,5 +136,15 @@ impl RendezvousError {
     /// Whether retrying may help.
     pub fn is_transient(&self) -> bool {
         matches!(self, RendezvousError::Transient { .. })
+    }
+
+    /// Whether a waiting worker should keep waiting (with a warning)
+    /// rather than stop: the failure may pass, or is something another
+    /// user planted that the controller's next ticket replaces.
+    pub fn keeps_waiting(&self) -> bool {
+        matches!(
+            self,
+            RendezvousError::Transient { .. } | RendezvousError::Untrusted { .. }
+        )
     }
 }

@@ -68,7 +68,10 @@ impl Rendezvous {
                     key: "rendezvous.directory",
                     message: "must be set with kind = \"directory\"".into(),
                 })?;
-                Ok(Rendezvous::Directory(DirectoryRendezvous::new(dir)))
+                Ok(Rendezvous::Directory(DirectoryRendezvous::new(
+                    dir,
+                    config.directory_owner_uid,
+                )))
             }
         }
     }
@@ -131,6 +134,10 @@ pub struct WaitPolicy {
     /// Longest time one fetch may take before it counts as failed (the
     /// wait may overrun `deadline` by this much plus the probe's time-out).
     pub request_timeout: Duration,
+    /// The API endpoints a ticket may name (the inventory's controller or
+    /// `cluster.control_plane_endpoint`); empty accepts any, with the CA
+    /// pin as the only check.
+    pub endpoints: Vec<String>,
 }
 
 impl WaitPolicy {
@@ -152,6 +159,7 @@ impl Default for WaitPolicy {
             first_delay: Duration::from_millis(200),
             expiry_margin: Duration::from_secs(120),
             request_timeout: Duration::from_secs(15),
+            endpoints: Vec::new(),
         }
     }
 }
@@ -216,11 +224,25 @@ where
         // Not cut short by the deadline: the last attempt, made at the
         // deadline, must be a real one so its failure can be reported.
         let limit = policy.request_timeout;
+        let mut refused = false;
         let reason = match tokio::time::timeout(limit, rendezvous.fetch()).await {
             Err(_) => format!("{location} did not answer within {} ms", limit.as_millis()),
-            Ok(Err(e)) if e.is_transient() => e.to_string(),
+            Ok(Err(e)) if e.keeps_waiting() => {
+                refused = matches!(e, RendezvousError::Untrusted { .. });
+                e.to_string()
+            }
             Ok(Err(e)) => return Err(e),
             Ok(Ok(None)) => "no ticket published yet".to_string(),
+            Ok(Ok(Some(ticket)))
+                if !policy.endpoints.is_empty() && !policy.endpoints.contains(&ticket.endpoint) =>
+            {
+                refused = true;
+                format!(
+                    "{location}: refusing a ticket for API endpoint {}: this cluster's is {}",
+                    ticket.endpoint,
+                    policy.endpoints.join(" or ")
+                )
+            }
             Ok(Ok(Some(ticket))) if !ticket.is_fresh(now(), policy.expiry_margin) => format!(
                 "the published ticket expires at {}, too soon to join",
                 ticket.expires_at_rfc3339()
@@ -249,6 +271,15 @@ where
             .is_some_and(|(r, at)| *r == reason && at.elapsed() < REPEAT_LOG_EVERY);
         if repeat {
             tracing::debug!(rendezvous = %location, attempt, %reason, "join ticket not usable yet");
+        } else if refused {
+            tracing::warn!(
+                rendezvous = %location,
+                attempt,
+                waited_secs = start.elapsed().as_secs(),
+                %reason,
+                "refusing the join ticket found; waiting for a trustworthy one"
+            );
+            logged = Some((reason.clone(), Instant::now()));
         } else {
             tracing::info!(
                 rendezvous = %location,

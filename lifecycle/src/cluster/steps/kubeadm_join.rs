@@ -57,13 +57,15 @@ pub async fn apply(cx: &Context<'_>, plan: StepPlan) -> Result<StepPlan, Error> 
     let version = cx.kubeadm_version(None)?;
     let hardware = Hardware::detect(cx.host)?;
     let rendezvous = cx.rendezvous().await?;
-    let ticket = rendezvous::wait_for_ticket(
-        rendezvous,
-        &WaitPolicy::from_config(&cx.config.rendezvous),
-        SystemTime::now,
-        rendezvous::tcp_probe,
-    )
-    .await?;
+    // A ticket naming another API server is refused whatever else it says
+    // (on a shared file system anyone may have written it).
+    let policy = WaitPolicy {
+        endpoints: vec![cx.api_endpoint()?],
+        ..WaitPolicy::from_config(&cx.config.rendezvous)
+    };
+    let ticket =
+        rendezvous::wait_for_ticket(rendezvous, &policy, SystemTime::now, rendezvous::tcp_probe)
+            .await?;
     check_ticket(cx, &ticket, version)?;
     let token =
         BootstrapToken::parse(ticket.token.expose()).map_err(|e| Error::ClusterConfig(e.into()))?;
