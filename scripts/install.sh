@@ -17,9 +17,9 @@ if [[ ! -x $bin ]]; then
 fi
 
 install -D -m 0755 "$bin" /usr/local/bin/hpk8s
-install -d -m 0755 /etc/hpk8s
+install -d -m 0700 /etc/hpk8s
 if [[ ! -e /etc/hpk8s/config.toml ]]; then
-  install -m 0644 "$here/docs/config.example.toml" /etc/hpk8s/config.toml
+  install -m 0600 "$here/docs/config.example.toml" /etc/hpk8s/config.toml
 fi
 install -D -m 0644 "$here/systemd/hpk8s-bootstrap.service" /etc/systemd/system/hpk8s-bootstrap.service
 if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then

@@ -15,6 +15,10 @@ use clap::Parser;
 use lifecycle::error::class::ExitClass;
 
 fn main() -> ExitCode {
+    // hpk8s runs as root and writes tokens and credentials: nothing it
+    // creates is readable by others unless it says so (every file and
+    // directory gets an explicit mode).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = cli::Cli::parse();
     // kube's TLS and the AWS SDK's may link different rustls providers;
     // one process-wide default keeps rustls from having to guess.

@@ -21,6 +21,9 @@ use crate::values::version::KubeVersion;
 pub const DEFAULT_SERVICE_SUBNET: Ipv4Cidr =
     Ipv4Cidr::canonical(std::net::Ipv4Addr::new(10, 96, 0, 0), 12);
 
+/// The most read from a config file.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
 /// Default config file location (a host path, read under `--root`).
 pub const DEFAULT_PATH: &str = "/etc/hpk8s/config.toml";
 
@@ -262,6 +265,13 @@ pub struct PackagesConfig {
     pub mirror_url: Option<String>,
     /// Directory binaries from the mirror are installed into. Default `/usr/bin`.
     pub install_dir: PathBuf,
+    /// Accept an `http://` mirror (its downloads can be tampered with on
+    /// the way; only the checksum files it serves itself vouch for them).
+    /// Default `false`: only `https://` and `file://`.
+    pub allow_insecure_mirror: bool,
+    /// Pinned SHA-256 digests by file name (`kubelet = "…"`), checked
+    /// instead of the mirror's own `.sha256` files. Default none.
+    pub sha256: BTreeMap<String, String>,
 }
 
 impl Default for PackagesConfig {
@@ -271,6 +281,8 @@ impl Default for PackagesConfig {
             apt_repository: "https://pkgs.k8s.io/core:/stable:/v{minor}/deb/".into(),
             mirror_url: None,
             install_dir: PathBuf::from("/usr/bin"),
+            allow_insecure_mirror: false,
+            sha256: BTreeMap::new(),
         }
     }
 }
@@ -548,16 +560,28 @@ impl Config {
     /// Loads the config: an explicit `path` must exist; the default path may
     /// be absent (defaults apply).
     pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, path),
+        use std::io::Read as _;
+        let read_err = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-                Ok(Config::default())
+                return Ok(Config::default());
             }
-            Err(source) => Err(ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            }),
+            Err(e) => return Err(read_err(e)),
+        };
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read_err)?;
+        if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_CONFIG_BYTES {
+            return Err(read_err(std::io::Error::other(format!(
+                "larger than {MAX_CONFIG_BYTES} bytes; is it the right file?"
+            ))));
         }
+        Config::parse(&text, path)
     }
 
     fn validate(
@@ -599,7 +623,24 @@ impl Config {
                         "must start with http://, https:// or file://".into(),
                     ));
                 }
+                Some(u) if u.starts_with("http://") && !self.packages.allow_insecure_mirror => {
+                    return Err(invalid(
+                        "packages.mirror_url",
+                        format!(
+                            "`{}` is plain http: anyone on the path could swap the binaries and their checksums; use https://, or set packages.allow_insecure_mirror = true (and pin digests in [packages.sha256])",
+                            redact_url(u)
+                        ),
+                    ));
+                }
                 Some(_) => {}
+            }
+        }
+        for (name, digest) in &self.packages.sha256 {
+            if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    "packages.sha256",
+                    format!("`{name}` must be 64 hex digits (a SHA-256 digest)"),
+                ));
             }
         }
         for (i, n) in self.identity.nodes.iter().enumerate() {
@@ -645,11 +686,16 @@ impl Config {
         Ok(())
     }
 
-    /// The effective configuration as TOML, secrets redacted.
+    /// The effective configuration as TOML, secrets redacted: every key
+    /// that may carry credentials (a URL's `user:password@`).
     pub fn show(&self) -> String {
         let mut shown = self.clone();
         if let Some(u) = &shown.packages.mirror_url {
             shown.packages.mirror_url = Some(redact_url(u));
+        }
+        shown.packages.apt_repository = redact_url(&shown.packages.apt_repository);
+        if let Some(u) = &shown.identity.imds_endpoint {
+            shown.identity.imds_endpoint = Some(redact_url(u));
         }
         toml_edit::ser::to_string_pretty(&shown)
             .unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
@@ -748,6 +794,43 @@ mod tests {
     fn syntax_error_has_line() {
         let e = parse("[kubernetes]\nversion = \n").unwrap_err();
         assert!(matches!(e, ConfigError::Syntax { line: 2, .. }), "{e}");
+    }
+
+    #[test]
+    fn a_plain_http_mirror_needs_consent_and_pins_are_digests() {
+        let base = "[packages]\nsource = \"mirror\"\nmirror_url = \"http://mirror.internal/k8s\"\n";
+        let e = parse(base).unwrap_err();
+        assert_eq!(e.kind(), "config_invalid_value", "{e}");
+        assert!(e.to_string().contains("allow_insecure_mirror"), "{e}");
+        parse(&format!("{base}allow_insecure_mirror = true\n")).unwrap();
+        let pinned = parse(&format!(
+            "{base}allow_insecure_mirror = true\n[packages.sha256]\nkubelet = \"{}\"\n",
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        assert_eq!(pinned.packages.sha256["kubelet"], "ab".repeat(32));
+        let e = parse(&format!(
+            "{base}allow_insecure_mirror = true\n[packages.sha256]\nkubelet = \"abc\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("`kubelet` must be 64 hex digits"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn show_redacts_every_credential_bearing_url() {
+        let c = parse("[packages]\napt_repository = \"https://u:s3cr3t@apt.internal/v{minor}/deb/\"\n[identity]\nimds_endpoint = \"http://a:b0nk@127.0.0.1:9\"\n").unwrap();
+        let shown = c.show();
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("b0nk"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("https://<redacted>@apt.internal/v{minor}/deb/"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod agent;
 pub mod aws;
 pub mod cluster;
 pub mod config;
+pub mod download;
 pub mod error;
 pub mod hardware;
 pub mod host;

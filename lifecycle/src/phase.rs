@@ -50,16 +50,8 @@ pub async fn plan<P: Phase>(phase: &P) -> Result<Plan, Error> {
     let mut steps = Vec::new();
     for step in phase.steps() {
         let name = phase.step_name(step);
-        steps.push(
-            phase
-                .plan_step(step)
-                .instrument(tracing::info_span!(
-                    "plan",
-                    phase = phase.name(),
-                    step = name
-                ))
-                .await?,
-        );
+        let span = tracing::info_span!("plan", phase = phase.name(), step = name);
+        steps.push(phase.plan_step(step).instrument(span).await?);
     }
     Ok(Plan {
         phase: phase.name().into(),

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
+use crate::download::{Downloaded, download};
 use crate::error::class::{ExitClass, classify};
+use crate::host::fs::mask_credentials;
 use crate::host::{Cmd, CommandError, FileMode, FsError, Host};
 use crate::values::time::human;
 
@@ -213,7 +214,11 @@ impl ServiceOperation {
 
 impl Change {
     /// The change that makes `path` hold `contents` with `mode`, or `None`
-    /// when it already does. `secret` files get no diff, only a size.
+    /// when it already does. `secret` files get no diff, only a size; in
+    /// other diffs the values of credential lines (`password = …`,
+    /// `auth: …`, `user:password@` URLs) are masked. An existing file whose
+    /// mode is stricter than `mode` keeps its own (an operator's 0600
+    /// config holding registry credentials must not become 0644).
     pub fn write_file(
         host: &Host,
         path: impl AsRef<Path>,
@@ -224,6 +229,15 @@ impl Change {
         let path = path.as_ref();
         let contents = contents.into();
         let current = host.read_opt(path)?;
+        let mode = match host.mode_of(path) {
+            Some(existing) if existing != mode.mode && existing & !mode.mode & 0o777 == 0 => {
+                FileMode {
+                    mode: existing,
+                    ..mode
+                }
+            }
+            _ => mode,
+        };
         if current.as_deref() == Some(contents.as_slice()) && host.mode_of(path) == Some(mode.mode)
         {
             return Ok(None);
@@ -232,9 +246,13 @@ impl Change {
         let diff = if secret {
             format!("(secret contents, {} bytes, not shown)", contents.len())
         } else {
-            let old = String::from_utf8_lossy(current.as_deref().unwrap_or_default()).into_owned();
-            let new = String::from_utf8_lossy(&contents).into_owned();
-            if old == new {
+            let old = mask_credentials(&String::from_utf8_lossy(
+                current.as_deref().unwrap_or_default(),
+            ));
+            let new = mask_credentials(&String::from_utf8_lossy(&contents));
+            if old == new && current.as_deref() != Some(contents.as_slice()) {
+                "(a credential's value changes; not shown)".to_string()
+            } else if old == new {
                 format!(
                     "(mode {:o} -> {:o})",
                     host.mode_of(path).unwrap_or(0),
@@ -601,55 +619,83 @@ pub async fn apply(host: &Host, changes: &[Change]) -> Result<(), ApplyError> {
     for (change, body) in changes.iter().zip(fetched) {
         tracing::info!(change = %change.summary(), "applying");
         match change {
-            Change::WriteFile {
-                path,
-                mode,
-                contents,
-                ..
-            } => host.write_atomic(path, contents, *mode)?,
-            Change::RemoveFile { path } => host.remove_file(path)?,
-            Change::CreateDir { path } => host.create_dir_all(path)?,
-            Change::Sysctl { key, wanted, .. } => {
-                let path = sysctl_path(key);
-                std::fs::write(host.path(&path), format!("{wanted}\n")).map_err(|source| {
-                    ApplyError::Sysctl {
-                        key: key.clone(),
-                        path,
-                        source,
-                    }
-                })?;
-            }
-            Change::Run { command, .. } => {
-                host.run(command)?;
-            }
-            Change::Service {
-                unit, operation, ..
-            } => {
-                host.run(&operation.command(unit))?;
-            }
+            Change::WaitFor {
+                what,
+                probe,
+                timeout_secs,
+            } => wait_for(host, what, probe, *timeout_secs).await?,
             Change::Download {
                 url,
                 sha256,
                 path,
                 mode,
             } => {
-                let body = match body {
-                    Some(body) => body,
+                let got = match body {
+                    Some(got) => got,
                     None => fetch_verified(url, sha256).await?,
                 };
-                host.write_atomic(path, &body, *mode)?;
+                let (h, path, mode) = (host.clone(), path.clone(), *mode);
+                blocking(move || Ok(h.install_file(&path, got.file.path(), mode)?)).await?;
             }
-            Change::WaitFor {
-                what,
-                probe,
-                timeout_secs,
-            } => wait_for(host, what, probe, *timeout_secs).await?,
-            Change::SetMode { path, wanted, .. } => host.set_mode(path, *wanted)?,
-            remote => {
-                return Err(ApplyError::NotHostWork {
-                    summary: remote.summary(),
-                });
+            other => {
+                let (h, change) = (host.clone(), other.clone());
+                blocking(move || apply_now(&h, &change)).await?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `work` (files, commands: blocking) on a blocking thread, so that a
+/// command taking minutes (`apt-get install`) does not stall the runtime's
+/// other tasks; a panic in it is a panic here.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApplyError> + Send + 'static,
+) -> Result<T, ApplyError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(ApplyError::Command(CommandError::Spawn {
+            command: "(a change)".into(),
+            source: std::io::Error::other(e.to_string()),
+        })),
+    }
+}
+
+/// Makes one host change (not a download or a wait), blocking.
+fn apply_now(host: &Host, change: &Change) -> Result<(), ApplyError> {
+    match change {
+        Change::WriteFile {
+            path,
+            mode,
+            contents,
+            ..
+        } => host.write_atomic(path, contents, *mode)?,
+        Change::RemoveFile { path } => host.remove_file(path)?,
+        Change::CreateDir { path } => host.create_dir_all(path)?,
+        Change::Sysctl { key, wanted, .. } => {
+            let path = sysctl_path(key);
+            std::fs::write(host.path(&path), format!("{wanted}\n")).map_err(|source| {
+                ApplyError::Sysctl {
+                    key: key.clone(),
+                    path,
+                    source,
+                }
+            })?;
+        }
+        Change::Run { command, .. } => {
+            host.run(command)?;
+        }
+        Change::Service {
+            unit, operation, ..
+        } => {
+            host.run(&operation.command(unit))?;
+        }
+        Change::SetMode { path, wanted, .. } => host.set_mode(path, *wanted)?,
+        other => {
+            return Err(ApplyError::NotHostWork {
+                summary: other.summary(),
+            });
         }
     }
     Ok(())
@@ -664,7 +710,8 @@ async fn wait_for(
     let deadline = Instant::now() + Duration::from_secs(timeout_secs);
     let mut delay = Duration::from_millis(100);
     loop {
-        let last = match host.runner().run(probe) {
+        let (h, p) = (host.clone(), probe.clone());
+        let last = match blocking(move || Ok(h.runner().run(&p))).await? {
             Ok(out) if out.status == 0 => return Ok(()),
             Ok(out) => out.stderr_tail(),
             Err(e) => e.to_string(),
@@ -682,50 +729,23 @@ async fn wait_for(
     }
 }
 
-/// Fetches `url` into memory and verifies its digest; the caller installs
-/// it. `file://` URLs are read directly (a mirror on a shared file system).
-async fn fetch_verified(url: &str, sha256: &str) -> Result<Vec<u8>, ApplyError> {
+/// Streams `url` to a temporary file while hashing it and checks the
+/// digest; the caller installs it. Nothing reaches the host root before
+/// the digest matches.
+async fn fetch_verified(url: &str, sha256: &str) -> Result<Downloaded, ApplyError> {
     let shown = redact_url(url);
-    let fail = |message: String| ApplyError::Download {
+    let got = download(url).await.map_err(|e| ApplyError::Download {
         url: shown.clone(),
-        message,
-    };
-    let body = fetch(url).await.map_err(fail)?;
-    let actual = hex::encode(Sha256::digest(&body));
-    if !actual.eq_ignore_ascii_case(sha256) {
+        message: e.to_string(),
+    })?;
+    if !got.sha256.eq_ignore_ascii_case(sha256) {
         return Err(ApplyError::ChecksumMismatch {
             url: shown,
             expected: sha256.to_string(),
-            actual,
+            actual: got.sha256,
         });
     }
-    Ok(body)
-}
-
-/// Reads a URL (`http(s)://` or `file://`) fully into memory.
-pub async fn fetch(url: &str) -> Result<Vec<u8>, String> {
-    if let Some(local) = url.strip_prefix("file://") {
-        return tokio::fs::read(local)
-            .await
-            .map_err(|e| format!("{local}: {e}"));
-    }
-    let resp = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(600))
-        .build()
-        .map_err(|e| e.to_string())?
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| e.without_url().to_string())?;
-    let status = resp.status();
-    if !status.is_success() {
-        return Err(format!("HTTP {status}"));
-    }
-    resp.bytes()
-        .await
-        .map(|b| b.to_vec())
-        .map_err(|e| e.without_url().to_string())
+    Ok(got)
 }
 
 #[cfg(test)]

@@ -12,9 +12,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 log=/var/log/hpk8s-on-create.log
 
 install -D -m 0755 "$here/hpk8s" /usr/local/bin/hpk8s
-install -d -m 0755 /etc/hpk8s
+install -d -m 0700 /etc/hpk8s
 if [[ -f $here/config.toml && ! -e /etc/hpk8s/config.toml ]]; then
-  install -m 0644 "$here/config.toml" /etc/hpk8s/config.toml
+  install -m 0600 "$here/config.toml" /etc/hpk8s/config.toml
 fi
 
 # provisioning_parameters.json (Slurm base scripts) lives beside this script;

@@ -162,7 +162,7 @@ fn cases(mirror: &Path) -> Vec<Case> {
             name: "mirror: unreachable",
             config: Some(BASE.replace(
                 "source = \"none\"",
-                "source = \"mirror\"\nmirror_url = \"http://127.0.0.1:9/k8s\"",
+                "source = \"mirror\"\nmirror_url = \"http://127.0.0.1:9/k8s\"\nallow_insecure_mirror = true",
             )),
             setup: nothing,
             global_args: vec![],

@@ -683,3 +683,67 @@ async fn sandbox_image_follows_the_kubernetes_minor_and_repository() {
     assert_eq!(containerd::pause_tag(1, 27), Some("3.9"));
     assert_eq!(containerd::pause_tag(1, 40), Some("3.10.1"));
 }
+
+/// An operator's 0600 config holding registry credentials: it stays 0600,
+/// its secrets appear in no plan, and no backup copy of it is kept.
+#[tokio::test]
+async fn a_private_config_with_registry_auth_stays_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    const PASSWORD: &str = "pa55-w0rd-s3cret";
+    const AUTH: &str = "dXNlcjpwYTU1LXcwcmQtczNjcmV0";
+    let node = Node::new().await;
+    let operator = format!(
+        r#"version = 2
+
+[plugins."io.containerd.grpc.v1.cri".registry.configs."registry.internal:5000".auth]
+  username = "puller"
+  password = "{PASSWORD}"
+  auth = "{AUTH}"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+  SystemdCgroup = false
+"#
+    );
+    node.write(CONFIG, &operator);
+    std::fs::set_permissions(node.path(CONFIG), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let p = node.plan().unwrap();
+    let shown = format!("{:#?} {}", p, serde_json::to_string(&p).unwrap());
+    let text: String = p
+        .changes
+        .iter()
+        .map(|c| match c {
+            Change::WriteFile { diff, .. } => diff.clone(),
+            other => other.summary(),
+        })
+        .collect();
+    for secret in [PASSWORD, AUTH] {
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(!text.contains(secret), "{text}");
+    }
+    let write = p
+        .changes
+        .iter()
+        .find_map(|c| match c {
+            Change::WriteFile { path, mode, .. } if path == Path::new(CONFIG) => Some(*mode),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(write.mode, 0o600, "the stricter mode is kept");
+    plan::apply(&node.host, &p.changes).await.unwrap();
+    let mode = std::fs::metadata(node.path(CONFIG))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        node.read(CONFIG).contains(PASSWORD),
+        "the credentials themselves stay"
+    );
+    assert!(
+        !node
+            .path("/var/lib/hpk8s/backup/etc/containerd/config.toml")
+            .exists(),
+        "no second copy of the credentials"
+    );
+}

@@ -94,7 +94,7 @@ fn credentials_never_reach_plans_or_logs() {
     root.dir().write(
         "/etc/hpk8s/config.toml",
         format!(
-            "[node]\nname = \"box\"\naddress = \"10.0.0.1\"\n[packages]\nsource = \"mirror\"\nmirror_url = \"{url}\"\n"
+            "[node]\nname = \"box\"\naddress = \"10.0.0.1\"\n[packages]\nsource = \"mirror\"\nmirror_url = \"{url}\"\nallow_insecure_mirror = true\n"
         ),
     );
     let cfg = root.path().join("etc/hpk8s/config.toml");

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -602,6 +603,16 @@ fn setup(name: &str, root: &Path, cwd: &Path) -> Setup {
         "no-controller" => {
             hyperpod::write_json(root, RC, &good_rc()).expect("set up the case");
         }
+        "pp-world-writable" => {
+            // A provisioning_parameters.json anyone could have written names
+            // the controller group: ignored, so nothing names one.
+            hyperpod::write_json(root, RC, &good_rc()).expect("set up the case");
+            let path = cwd.join("provisioning_parameters.json");
+            std::fs::write(&path, inventory().provisioning_parameters().to_string())
+                .expect("set up the case");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
+                .expect("set up the case");
+        }
         "unknown-group" => {
             hyperpod::write_json(root, RC, &good_rc()).expect("set up the case");
             w(
@@ -716,6 +727,11 @@ fn binary_rejects_bad_identity_input_with_distinct_codes_and_changes_nothing() {
                 "cannot tell which instance group is the controller",
                 "identity.controller_groups",
             ],
+        },
+        Case {
+            name: "pp-world-writable",
+            code: (4, "no_controller_group"),
+            expect: &["cannot tell which instance group is the controller"],
         },
         Case {
             name: "unknown-group",

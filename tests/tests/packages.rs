@@ -544,7 +544,7 @@ async fn apt_other_version_installs_pins_and_holds() {
         node.runner.calls(),
         [
             DPKG_QUERY_SHOWN,
-            "sh -c 'set -e; key=$(mktemp); trap '\\''rm -f \"$key\"'\\'' EXIT; curl -fsSL --retry 3 -o \"$key\" \"$1\"; gpg --dearmor --batch --yes -o \"$2\" \"$key\"; chmod 0644 \"$2\"' hpk8s-fetch-key https://pkgs.k8s.io/core:/stable:/v1.34/deb/Release.key /etc/apt/keyrings/kubernetes-apt-keyring.gpg",
+            "sh -c 'set -e; key=$(mktemp); trap '\\''rm -f \"$key\"'\\'' EXIT; curl -fsSL --retry 3 -o \"$key\" --config -; gpg --dearmor --batch --yes -o \"$1\" \"$key\"; chmod 0644 \"$1\"' hpk8s-fetch-key /etc/apt/keyrings/kubernetes-apt-keyring.gpg",
             "apt-get update",
             "apt-get install -y --allow-downgrades --allow-change-held-packages 'kubelet=1.34.1-*' 'kubeadm=1.34.1-*' 'kubectl=1.34.1-*'",
             "apt-mark hold kubelet kubeadm kubectl",
@@ -712,7 +712,7 @@ fn bootstrap(root: &Path, config: &str) -> std::process::Output {
 
 fn binary_config(url: &str) -> String {
     format!(
-        "[kubernetes]\nversion = \"{VERSION}\"\n\n[node]\nname = \"node-a\"\naddress = \"10.1.0.5\"\n\n[packages]\nsource = \"mirror\"\nmirror_url = \"{url}\"\n"
+        "[kubernetes]\nversion = \"{VERSION}\"\n\n[node]\nname = \"node-a\"\naddress = \"10.1.0.5\"\n\n[packages]\nsource = \"mirror\"\nmirror_url = \"{url}\"\nallow_insecure_mirror = true\n"
     )
 }
 
@@ -769,4 +769,114 @@ fn binary_unreachable_mirror_exits_as_unavailable() {
         "{stderr}"
     );
     assert_eq!(snapshot(root.path()), before);
+}
+
+#[tokio::test]
+async fn apt_repository_credentials_reach_curl_on_stdin_never_argv() {
+    const PASSWORD: &str = "hunter2-s3cret";
+    let mut config = Config::default();
+    config.kubernetes.version = VERSION.into();
+    config.packages.apt_repository =
+        format!("https://apt-user:{PASSWORD}@mirror.internal/k8s/v{{minor}}/deb/");
+    let node = Node::new(config).await;
+    std::fs::write(node.file("/etc/debian_version"), "12.7\n").unwrap();
+    for tool in ["/usr/bin/curl", "/usr/bin/gpg"] {
+        std::fs::create_dir_all(node.file("/usr/bin")).unwrap();
+        std::fs::write(node.file(tool), "").unwrap();
+    }
+    node.runner.on(DPKG_QUERY, CmdOutput::failed(1, ""));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(String, Vec<u8>)>::new()));
+    let record = seen.clone();
+    node.runner.on_with(&["sh", "-c"], move |cmd| {
+        let argv: Vec<&str> = std::iter::once(cmd.program())
+            .chain(cmd.arg_values())
+            .collect();
+        record.lock().unwrap().push((
+            argv.join(" "),
+            cmd.stdin_bytes().unwrap_or_default().to_vec(),
+        ));
+        CmdOutput::ok("")
+    });
+    let plan = node.plan().await.unwrap();
+    let shown = format!(
+        "{:?} {}",
+        summaries(&plan),
+        serde_json::to_string(&plan).unwrap()
+    );
+    assert!(!shown.contains(PASSWORD), "{shown}");
+    assert!(
+        shown
+            .contains("fetch it from https://<redacted>@mirror.internal/k8s/v1.34/deb/Release.key"),
+        "{shown}"
+    );
+    let fetch: Vec<_> = plan
+        .changes
+        .iter()
+        .filter(|c| c.summary().contains("hpk8s-fetch-key"))
+        .cloned()
+        .collect();
+    plan::apply(&node.host, &fetch).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    let (argv, stdin) = &seen[0];
+    assert!(
+        !argv.contains(PASSWORD),
+        "the password is in the argument list: {argv}"
+    );
+    let stdin = String::from_utf8_lossy(stdin);
+    assert_eq!(
+        stdin,
+        format!(
+            "url = \"https://apt-user:{PASSWORD}@mirror.internal/k8s/v1.34/deb/Release.key\"\n"
+        )
+    );
+    // The sources file holds the credentials: 0600.
+    let sources = plan
+        .changes
+        .iter()
+        .find(|c| c.summary().contains("kubernetes.list"))
+        .unwrap()
+        .summary();
+    assert!(sources.contains("(mode 0600)"), "{sources}");
+}
+
+#[tokio::test]
+async fn pinned_digests_win_over_the_mirrors_checksum_files() {
+    let (_dir, layout, server) = mirror(VERSION);
+    let mut config = mirror_config(&server.url());
+    // kubeadm pinned to the real digest: its .sha256 is never asked for.
+    config
+        .packages
+        .sha256
+        .insert("kubeadm".into(), layout.sha256("kubeadm").unwrap());
+    // kubelet pinned to another build: the mirror's checksum would match
+    // the mirror's binary, the pin does not.
+    config
+        .packages
+        .sha256
+        .insert("kubelet".into(), "ab".repeat(32));
+    let node = Node::new(config).await;
+    node.script_systemctl();
+    let plan = node.plan().await.unwrap();
+    let asked = server.paths();
+    assert!(
+        !asked
+            .iter()
+            .any(|p| p.ends_with("/kubeadm.sha256") || p.ends_with("/kubelet.sha256")),
+        "{asked:?}"
+    );
+    assert!(
+        asked.iter().any(|p| p.ends_with("/kubectl.sha256")),
+        "{asked:?}"
+    );
+    let err = plan::apply(&node.host, &plan.changes).await.unwrap_err();
+    assert!(
+        matches!(&err, ApplyError::ChecksumMismatch { url, expected, .. }
+            if url.ends_with("/kubelet") && *expected == "ab".repeat(32)),
+        "{err}"
+    );
+    assert!(
+        !node.host.exists("/usr/bin/kubeadm"),
+        "nothing installed before all verify"
+    );
 }

@@ -52,6 +52,7 @@ version = "{K8S_VERSION}"
 [packages]
 source = "mirror"
 mirror_url = "http://127.0.0.1:{port}"
+allow_insecure_mirror = true
 "#
     )
 }

@@ -520,6 +520,25 @@ pub fn api_endpoint(identity: &NodeIdentity, config: &Config) -> Result<String> 
     }
 }
 
+/// The API endpoints a joining node may be sent to: the configured
+/// `cluster.control_plane_endpoint`, else every controller of the
+/// inventory at port 6443. Empty when the inventory names no controller
+/// (the ticket's endpoint is then trusted, with its CA pin).
+pub fn join_endpoints(identity: &NodeIdentity, config: &Config) -> Result<Vec<String>> {
+    if let Some(e) = &config.cluster.control_plane_endpoint {
+        return Ok(vec![normalize_endpoint(
+            e,
+            "cluster.control_plane_endpoint",
+        )?]);
+    }
+    Ok(identity
+        .peers
+        .iter()
+        .filter(|p| p.role == Role::Controller)
+        .map(|p| host_port(p.address, API_SERVER_PORT))
+        .collect())
+}
+
 fn role_mismatch(wanted: &'static str, identity: &NodeIdentity) -> ClusterConfigError {
     ClusterConfigError::RoleMismatch {
         wanted,

@@ -133,6 +133,12 @@ impl Cmd {
         self
     }
 
+    /// What the command reads on stdin, if anything: for runners only
+    /// (it may hold credentials, so it is never shown).
+    pub fn stdin_bytes(&self) -> Option<&[u8]> {
+        self.stdin.as_deref()
+    }
+
     /// The program name.
     pub fn program(&self) -> &str {
         &self.program
@@ -261,9 +267,45 @@ pub trait CommandRunner: Send + Sync {
     fn run(&self, cmd: &Cmd) -> Result<CmdOutput, CommandError>;
 }
 
+/// The `PATH` every command gets.
+pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Variables a command inherits from hpk8s's own environment, on purpose:
+/// the proxies a private subnet needs.
+pub const PASSED_VARIABLES: [&str; 6] = [
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+];
+/// hpk8s's own variables (`HPK8S_*`) are passed too.
+const OWN_PREFIX: &str = "HPK8S_";
+
+/// The environment a command starts with, from hpk8s's own `parent`: a
+/// fixed `PATH`, `LANG=C`, the proxy variables and hpk8s's own `HPK8S_*`
+/// ones; nothing else (no AWS credentials, no `LD_PRELOAD`, no locale
+/// that changes what tools print).
+pub fn child_environment(
+    parent: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PATH".to_string(), CHILD_PATH.to_string()),
+        ("LANG".to_string(), "C".to_string()),
+        ("LC_ALL".to_string(), "C".to_string()),
+        ("HOME".to_string(), "/root".to_string()),
+    ];
+    env.extend(
+        parent
+            .into_iter()
+            .filter(|(k, _)| PASSED_VARIABLES.contains(&k.as_str()) || k.starts_with(OWN_PREFIX)),
+    );
+    env
+}
+
 /// Runs commands for real. With a host root other than `/`, commands run
 /// inside it through `chroot`, so that `--root` never touches the machine
-/// we run on.
+/// we run on. Commands start from [`child_environment`], not hpk8s's own.
 #[derive(Debug, Clone)]
 pub struct SystemRunner {
     chroot: Option<PathBuf>,
@@ -295,6 +337,8 @@ impl CommandRunner for SystemRunner {
         };
         command
             .args(cmd.arg_values())
+            .env_clear()
+            .envs(child_environment(std::env::vars()))
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
             .stdin(if cmd.stdin.is_some() {
                 Stdio::piped()
@@ -452,6 +496,39 @@ impl CommandRunner for ScriptedRunner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_get_a_clean_environment() {
+        let parent = [
+            ("AWS_SECRET_ACCESS_KEY", "wJalr"),
+            ("AWS_SESSION_TOKEN", "FwoG"),
+            ("LD_PRELOAD", "/tmp/x.so"),
+            ("PATH", "/home/me/bin:/usr/bin"),
+            ("https_proxy", "http://proxy:3128"),
+            ("HPK8S_FAKE_KUBEADM", "/tmp/k.json"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let env = child_environment(parent);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("AWS_SECRET_ACCESS_KEY"), None);
+        assert_eq!(get("AWS_SESSION_TOKEN"), None);
+        assert_eq!(get("LD_PRELOAD"), None);
+        assert_eq!(get("PATH"), Some(CHILD_PATH));
+        assert_eq!(get("LANG"), Some("C"));
+        assert_eq!(get("https_proxy"), Some("http://proxy:3128"));
+        assert_eq!(get("HPK8S_FAKE_KUBEADM"), Some("/tmp/k.json"));
+        // A real child sees exactly that (plus what the command sets).
+        let out = SystemRunner::new(Path::new("/"))
+            .run(&Cmd::new("env").env("X_SET", "1"))
+            .unwrap();
+        let text = out.stdout_str();
+        assert!(text.contains(&format!("PATH={CHILD_PATH}\n")), "{text}");
+        assert!(
+            text.contains("LANG=C\n") && text.contains("X_SET=1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("AWS_"), "{text}");
+    }
 
     #[test]
     fn token_shaped_words_are_masked_in_stderr() {

@@ -33,6 +33,14 @@ pub enum IdentityError {
         #[source]
         source: std::io::Error,
     },
+    /// An identity input file is larger than any real one.
+    #[error("{path} is larger than {limit} bytes; it is not the inventory file HyperPod writes")]
+    TooLarge {
+        /// Host path.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// `resource_config.json` is not valid JSON.
     #[error("HyperPod inventory {path} line {line} column {column}: malformed JSON: {message}")]
     ResourceConfigMalformed {
@@ -195,6 +203,7 @@ classify!(IdentityError {
     ResourceConfigMissing { .. } => Input "resource_config_missing";
     Unreadable { source, .. } => Input "identity_file_unreadable" refine Some(ExitClass::of_io(source, ExitClass::Input));
     ResourceConfigMalformed { .. } => Input "resource_config_malformed";
+    TooLarge { .. } => Input "identity_file_too_large";
     InvalidField { .. } => Input "inventory_invalid_field";
     MissingField { .. } => Input "inventory_missing_field";
     BadArn { .. } => Input "cluster_arn_invalid";
@@ -233,6 +242,10 @@ mod tests {
                 line: 1,
                 column: 1,
                 message: String::new(),
+            },
+            IdentityError::TooLarge {
+                path: p(),
+                limit: 1,
             },
             IdentityError::InvalidField {
                 path: p(),

@@ -18,9 +18,12 @@ use tokio::sync::Mutex;
 
 use super::error::IdentityError;
 use super::node::Lifecycle;
+use crate::download::body_limited;
 
 /// The link-local IMDS address. Never contacted unless the machine is EC2.
 pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
+/// The most read from one IMDS answer (real ones are under 4 KiB).
+pub const MAX_BODY: u64 = 64 * 1024;
 /// Where IMDSv2 session tokens are issued.
 pub const TOKEN_PATH: &str = "/latest/api/token";
 /// Prefix of every metadata path.
@@ -168,13 +171,7 @@ impl ImdsClient {
             response = self.get_with(&path, &token).await?;
         }
         match response.status() {
-            StatusCode::OK => {
-                let body = response
-                    .text()
-                    .await
-                    .map_err(|e| self.protocol(&path, &e))?;
-                Ok(Some(body.trim().to_string()))
-            }
+            StatusCode::OK => Ok(Some(self.body(&path, response).await?)),
             StatusCode::NOT_FOUND => Ok(None),
             status => Err(IdentityError::ImdsProtocol {
                 endpoint: self.endpoint.clone(),
@@ -183,11 +180,17 @@ impl ImdsClient {
         }
     }
 
-    fn protocol(&self, path: &str, e: &reqwest::Error) -> IdentityError {
-        IdentityError::ImdsProtocol {
+    /// An answer's body, trimmed: at most [`MAX_BODY`] bytes of UTF-8.
+    async fn body(&self, path: &str, response: reqwest::Response) -> Result<String, IdentityError> {
+        let problem = |why: String| IdentityError::ImdsProtocol {
             endpoint: self.endpoint.clone(),
-            problem: format!("reading the answer to {path}: {e}"),
-        }
+            problem: format!("reading the answer to {path}: {why}"),
+        };
+        let bytes = body_limited(response, MAX_BODY)
+            .await
+            .map_err(|e| problem(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|_| problem("not UTF-8 text".into()))?;
+        Ok(text.trim().to_string())
     }
 
     /// The cached token, or a new one when there is none or `renew` is set.
@@ -212,11 +215,8 @@ impl ImdsClient {
                 ),
             });
         }
-        let text = response
-            .text()
-            .await
-            .map_err(|e| self.protocol(TOKEN_PATH, &e))?;
-        let token = Token(text.trim().to_string());
+        let text = self.body(TOKEN_PATH, response).await?;
+        let token = Token(text);
         *cached = Some(token.clone());
         Ok(token)
     }

@@ -104,8 +104,15 @@ fn unreadable(e: FsError) -> IdentityError {
         FsError::Read { path, source } | FsError::Write { path, source } => {
             IdentityError::Unreadable { path, source }
         }
+        FsError::TooLarge { path, limit } => IdentityError::TooLarge { path, limit },
     }
 }
+
+/// The most read from `resource_config.json` (thousands of instances are a
+/// few MiB).
+pub const RESOURCE_CONFIG_LIMIT: u64 = 64 * 1024 * 1024;
+/// The most read from `provisioning_parameters.json`.
+pub const PROVISIONING_LIMIT: u64 = 1024 * 1024;
 
 fn topology_identity(
     host: &Host,
@@ -116,7 +123,10 @@ fn topology_identity(
         .resource_config
         .clone()
         .unwrap_or_else(|| config.identity.resource_config.clone());
-    let hyperpod_file = || host.read_opt(&rc_path).map_err(unreadable);
+    let hyperpod_file = || {
+        host.read_opt_limited(&rc_path, RESOURCE_CONFIG_LIMIT)
+            .map_err(unreadable)
+    };
     let static_identity = || static_topology::topology(&config.identity)?.identify(host, config);
     match config.identity.source {
         IdentitySource::Static => static_identity(),
@@ -154,21 +164,27 @@ fn hyperpod_identity(
 
 /// Reads `provisioning_parameters.json` when present: absolute paths under
 /// the host root, relative ones from the current directory (HyperPod runs
-/// lifecycle scripts from their own folder, next to the file).
+/// lifecycle scripts from their own folder, next to the file). A file in
+/// the current directory decides which group runs the control plane, so it
+/// is used only when root owns it and nobody else may write it.
 fn provisioning_parameters(
     host: &Host,
     path: &Path,
 ) -> Result<(PathBuf, Option<roles::ProvisioningParameters>), IdentityError> {
     let (shown, bytes) = if path.is_absolute() {
-        (path.to_path_buf(), host.read_opt(path).map_err(unreadable)?)
+        (
+            path.to_path_buf(),
+            host.read_opt_limited(path, PROVISIONING_LIMIT)
+                .map_err(unreadable)?,
+        )
     } else {
         let full = std::env::current_dir()
             .map(|d| d.join(path))
             .unwrap_or_else(|_| path.to_path_buf());
-        let bytes = match std::fs::read(&full) {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => return Err(IdentityError::Unreadable { path: full, source }),
+        let bytes = if trusted_local_file(&full) {
+            crate::host::fs::read_limited(&full, &full, PROVISIONING_LIMIT).map_err(unreadable)?
+        } else {
+            None
         };
         (full, bytes)
     };
@@ -176,6 +192,37 @@ fn provisioning_parameters(
         .map(|b| hyperpod::parse_provisioning(&b, &shown))
         .transpose()?;
     Ok((shown, parsed))
+}
+
+/// Whether a file in the current directory may be believed: a regular
+/// file (not a symlink) owned by root and not writable by group or others.
+/// Absent is not trusted (there is nothing to read); anything else is
+/// warned about and ignored.
+fn trusted_local_file(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(_) => return false,
+    };
+    let why = if !meta.file_type().is_file() {
+        Some("it is not a regular file (a symlink?)".to_string())
+    } else if meta.uid() != 0 {
+        Some(format!("it is owned by uid {}, not root", meta.uid()))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "group or others may write it (mode {:04o})",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) => {
+            tracing::warn!(path = %path.display(), "ignoring {}: {why}", path.display());
+            false
+        }
+    }
 }
 
 impl NodeIdentity {

@@ -460,6 +460,8 @@ impl ClusterBedBuilder {
             ("kubernetes.version".into(), K8S_VERSION.into()),
             ("packages.source".into(), "mirror".into()),
             ("packages.mirror_url".into(), mirror_url.into()),
+            // The bed's mirror is plain http on the test LAN.
+            ("packages.allow_insecure_mirror".into(), true.into()),
             (
                 "rendezvous.poll_cap_ms".into(),
                 i64::try_from(self.poll_cap_ms)

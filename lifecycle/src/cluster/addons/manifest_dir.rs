@@ -15,6 +15,8 @@ use super::error::{Error, Result};
 use super::objects::Manifest;
 use crate::host::Host;
 
+/// The most read from one manifest file.
+pub const MAX_MANIFEST_BYTES: u64 = 8 * 1024 * 1024;
 /// File name endings read from the directory.
 const EXTENSIONS: [&str; 3] = [".yaml", ".yml", ".json"];
 
@@ -30,9 +32,13 @@ pub fn read(host: &Host, dir: &Path) -> Result<Vec<Manifest>> {
         if !host.path(&file).is_file() {
             continue;
         }
-        let Some(text) = host.read_string_opt(&file).map_err(Error::ManifestRead)? else {
+        let Some(bytes) = host
+            .read_opt_limited(&file, MAX_MANIFEST_BYTES)
+            .map_err(Error::ManifestRead)?
+        else {
             continue; // removed while listing
         };
+        let text = String::from_utf8_lossy(&bytes);
         out.extend(parse(&file, &text)?);
     }
     Ok(out)

@@ -60,7 +60,7 @@ pub async fn apply(cx: &Context<'_>, plan: StepPlan) -> Result<StepPlan, Error> 
     // A ticket naming another API server is refused whatever else it says
     // (on a shared file system anyone may have written it).
     let policy = WaitPolicy {
-        endpoints: vec![cx.api_endpoint()?],
+        endpoints: kubeadm_config::join_endpoints(cx.identity, cx.config)?,
         ..WaitPolicy::from_config(&cx.config.rendezvous)
     };
     let ticket =

@@ -42,11 +42,13 @@ const SH: &str = "sh";
 /// `dpkg-query -W` format: name, status (`ii` = installed) and version.
 const DPKG_FORMAT: &str = "${Package} ${db:Status-Abbrev} ${Version}\\n";
 
-/// Fetches the key (argument 1) and writes it dearmored to argument 2. A
-/// temp file rather than a pipe, because `sh` may be dash, which does not
-/// report a failing curl at the head of a pipe.
+/// Fetches the key (its URL in a curl config on stdin: a URL may carry
+/// credentials, and argument lists are world-readable in `/proc`) and
+/// writes it dearmored to argument 1. A temp file rather than a pipe,
+/// because `sh` may be dash, which does not report a failing curl at the
+/// head of a pipe.
 const FETCH_KEY_SCRIPT: &str = "set -e; key=$(mktemp); trap 'rm -f \"$key\"' EXIT; \
-curl -fsSL --retry 3 -o \"$key\" \"$1\"; gpg --dearmor --batch --yes -o \"$2\" \"$key\"; chmod 0644 \"$2\"";
+curl -fsSL --retry 3 -o \"$key\" --config -; gpg --dearmor --batch --yes -o \"$1\" \"$key\"; chmod 0644 \"$1\"";
 
 /// Plans the apt packages in `wanted` at `version` (`1.34.1`) from the
 /// repository for `minor` (`1.34`).
@@ -114,15 +116,15 @@ pub fn plan(
             });
         }
         let key_url = format!("{repository}Release.key");
-        let fetch = Cmd::new(SH).args(["-c", FETCH_KEY_SCRIPT, "hpk8s-fetch-key"]);
-        let fetch = if has_credentials {
-            fetch.secret_arg(key_url)
-        } else {
-            fetch.arg(key_url)
-        };
+        let fetch = Cmd::new(SH)
+            .args(["-c", FETCH_KEY_SCRIPT, "hpk8s-fetch-key", KEYRING])
+            .stdin(curl_config_url(&key_url));
         plan.push(Change::run(
-            fetch.arg(KEYRING),
-            format!("{KEYRING} is missing"),
+            fetch,
+            format!(
+                "{KEYRING} is missing: fetch it from {}",
+                redact_url(&key_url)
+            ),
         ));
         sources_changed = true;
     }
@@ -186,6 +188,15 @@ pub fn plan(
         ));
     }
     Ok(())
+}
+
+/// A curl config file (`--config -`) naming `url`, quoted as curl's
+/// config syntax wants.
+pub fn curl_config_url(url: &str) -> String {
+    format!(
+        "url = \"{}\"\n",
+        url.replace('\\', "\\\\").replace('"', "\\\"")
+    )
 }
 
 fn noninteractive(cmd: Cmd) -> Cmd {

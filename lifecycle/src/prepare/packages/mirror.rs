@@ -12,12 +12,12 @@
 //! of another architecture under `--root` is out of scope.
 
 use std::io;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
 use crate::config::PackagesConfig;
+use crate::download::{FetchError, fetch_limited};
 use crate::host::{FileMode, FsError, Host};
 use crate::plan::{Change, ServiceOperation, StepPlan, redact_url};
 
@@ -25,11 +25,7 @@ use super::error::Error;
 use super::units::{self, KUBEADM_DROP_IN, KUBELET, KUBELET_SERVICE, KUBELET_UNIT};
 
 /// The largest `.sha256` file we accept; a real one is under 100 bytes.
-const MAX_CHECKSUM_FILE: usize = 4096;
-/// Connection time-out for checksum requests.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Whole-request time-out for checksum requests.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_CHECKSUM_FILE: u64 = 4096;
 /// systemctl, to ask whether kubelet is enabled.
 const SYSTEMCTL: &str = "systemctl";
 
@@ -79,7 +75,11 @@ pub async fn plan(
     ));
     for binary in wanted {
         let url = binary_url(base, version, arch, binary);
-        let sha256 = expected_sha256(&url, version, arch).await?;
+        // A pinned digest wins over the mirror's own checksum file.
+        let sha256 = match config.sha256.get(*binary) {
+            Some(pinned) => pinned.to_ascii_lowercase(),
+            None => expected_sha256(&url, version, arch).await?,
+        };
         let path = install_dir.join(binary);
         let installed = installed_sha256(host, &path)?;
         if installed.as_deref() == Some(sha256.as_str())
@@ -175,17 +175,25 @@ fn installed_sha256(host: &Host, path: &Path) -> Result<Option<String>, FsError>
 async fn expected_sha256(url: &str, version: &str, arch: &'static str) -> Result<String, Error> {
     let checksum_url = format!("{url}.sha256");
     let shown = redact_url(&checksum_url);
-    let body = match fetch_small(&checksum_url).await {
+    let body = match fetch_limited(&checksum_url, MAX_CHECKSUM_FILE).await {
         Ok(body) => body,
-        Err(Fetch::NotFound) => {
+        Err(FetchError::TooLarge(limit)) => {
+            return Err(Error::MalformedChecksum {
+                url: shown,
+                problem: format!("larger than {limit} bytes"),
+            });
+        }
+        Err(FetchError::NotFound) => {
             return Err(Error::MirrorNotFound {
                 url: shown,
                 version: version.to_string(),
                 arch,
             });
         }
-        Err(Fetch::Status(status)) => return Err(Error::MirrorStatus { url: shown, status }),
-        Err(Fetch::Unreachable(message)) => {
+        Err(FetchError::Status(status)) => {
+            return Err(Error::MirrorStatus { url: shown, status });
+        }
+        Err(FetchError::Unreachable(message)) => {
             return Err(Error::MirrorUnreachable {
                 url: shown,
                 message,
@@ -201,7 +209,7 @@ async fn expected_sha256(url: &str, version: &str, arch: &'static str) -> Result
 /// The digest in a `.sha256` file: 64 hex digits, then optionally
 /// whitespace and a file name. Returned in lower case.
 pub fn parse_sha256(body: &[u8]) -> Result<String, String> {
-    if body.len() > MAX_CHECKSUM_FILE {
+    if u64::try_from(body.len()).unwrap_or(u64::MAX) > MAX_CHECKSUM_FILE {
         return Err(format!("{} bytes, too large", body.len()));
     }
     let text = std::str::from_utf8(body).map_err(|_| "not text".to_string())?;
@@ -213,59 +221,6 @@ pub fn parse_sha256(body: &[u8]) -> Result<String, String> {
         ));
     }
     Ok(digest.to_ascii_lowercase())
-}
-
-/// Why a small fetch failed.
-#[derive(Debug)]
-enum Fetch {
-    /// 404 or no such file.
-    NotFound,
-    /// Another non-success HTTP status.
-    Status(u16),
-    /// No answer at all (connection, TLS, time-out, local I/O).
-    Unreachable(String),
-}
-
-/// Fetches a small file over `http(s)://` or `file://`. Errors never carry
-/// the URL (it may hold credentials): callers name it, redacted.
-async fn fetch_small(url: &str) -> Result<Vec<u8>, Fetch> {
-    if let Some(local) = url.strip_prefix("file://") {
-        return match tokio::fs::read(PathBuf::from(local)).await {
-            Ok(body) => Ok(body),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Fetch::NotFound),
-            Err(e) => Err(Fetch::Unreachable(e.to_string())),
-        };
-    }
-    let unreachable = |e: reqwest::Error| Fetch::Unreachable(error_chain(&e.without_url()));
-    let client = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .map_err(unreachable)?;
-    let resp = client.get(url).send().await.map_err(unreachable)?;
-    let status = resp.status();
-    if status == reqwest::StatusCode::NOT_FOUND {
-        return Err(Fetch::NotFound);
-    }
-    if !status.is_success() {
-        return Err(Fetch::Status(status.as_u16()));
-    }
-    resp.bytes().await.map(|b| b.to_vec()).map_err(unreachable)
-}
-
-/// An error and its causes on one line (reqwest's own message alone is
-/// often just "error sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cause = c.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]
