@@ -656,11 +656,64 @@ impl Config {
                 ));
             }
         }
-        if self.containerd.ready_timeout_secs == 0 {
-            return Err(invalid(
+        // Every duration is bounded here, so no deadline computed from one
+        // can overflow (`Instant + Duration` panics) and a typo of a few
+        // zeros is caught before it means "wait for a year".
+        const DAY: u64 = 24 * 3600;
+        for (key, value, min, max, unit) in [
+            (
+                "identity.imds_timeout_ms",
+                self.identity.imds_timeout_ms,
+                1,
+                60_000,
+                "ms",
+            ),
+            (
                 "containerd.ready_timeout_secs",
-                "must be at least 1".into(),
-            ));
+                self.containerd.ready_timeout_secs,
+                1,
+                DAY,
+                "s",
+            ),
+            (
+                "cluster.nodes_ready_timeout_secs",
+                self.cluster.nodes_ready_timeout_secs.unwrap_or(1),
+                1,
+                7 * DAY,
+                "s",
+            ),
+            (
+                "rendezvous.poll_cap_ms",
+                self.rendezvous.poll_cap_ms,
+                1,
+                3_600_000,
+                "ms",
+            ),
+            (
+                "rendezvous.deadline_secs",
+                self.rendezvous.deadline_secs,
+                1,
+                7 * DAY,
+                "s",
+            ),
+            (
+                "addons.rollout_timeout_secs",
+                self.addons.rollout_timeout_secs,
+                0,
+                DAY,
+                "s",
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(
+                    key,
+                    if value < min {
+                        format!("must be at least {min}")
+                    } else {
+                        format!("{value} {unit} is more than the {max} {unit} hpk8s accepts")
+                    },
+                ));
+            }
         }
         let rv = &self.rendezvous;
         if rv.kind == RendezvousKind::Directory
@@ -669,18 +722,6 @@ impl Config {
             return Err(invalid(
                 "rendezvous.kind",
                 "`directory` needs rendezvous.directory set to an absolute path".into(),
-            ));
-        }
-        if rv.poll_cap_ms == 0 {
-            return Err(invalid(
-                "rendezvous.poll_cap_ms",
-                "must be at least 1".into(),
-            ));
-        }
-        if rv.deadline_secs == 0 {
-            return Err(invalid(
-                "rendezvous.deadline_secs",
-                "must be at least 1".into(),
             ));
         }
         Ok(())
@@ -794,6 +835,37 @@ mod tests {
     fn syntax_error_has_line() {
         let e = parse("[kubernetes]\nversion = \n").unwrap_err();
         assert!(matches!(e, ConfigError::Syntax { line: 2, .. }), "{e}");
+    }
+
+    #[test]
+    fn durations_are_bounded_when_parsed() {
+        for (text, key) in [
+            (
+                "[rendezvous]\ndeadline_secs = 99999999999\n",
+                "rendezvous.deadline_secs",
+            ),
+            ("[rendezvous]\npoll_cap_ms = 0\n", "rendezvous.poll_cap_ms"),
+            (
+                "[cluster]\nnodes_ready_timeout_secs = 99999999999\n",
+                "cluster.nodes_ready_timeout_secs",
+            ),
+            (
+                "[identity]\nimds_timeout_ms = 600000\n",
+                "identity.imds_timeout_ms",
+            ),
+            (
+                "[addons]\nrollout_timeout_secs = 172800\n",
+                "addons.rollout_timeout_secs",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::Invalid { key: k, line: 2, .. } if k == key),
+                "{text}: {e}"
+            );
+        }
+        parse("[rendezvous]\ndeadline_secs = 604800\n[addons]\nrollout_timeout_secs = 0\n")
+            .unwrap();
     }
 
     #[test]

@@ -31,6 +31,12 @@ pub trait Phase {
     /// The host the phase works on (its state file lives there).
     fn host(&self) -> &Host;
 
+    /// The directories this phase writes files into (a killed run's
+    /// temporary files are removed from them before the phase applies).
+    fn directories(&self) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
+
     /// The steps this node runs, in order.
     fn steps(&self) -> Vec<Self::Step>;
 
@@ -65,6 +71,8 @@ pub async fn apply<P: Phase>(phase: &P) -> Result<Plan, Error> {
     let name = phase.name();
     let preflight = plan(phase).await?;
     let host = phase.host();
+    let dirs = phase.directories();
+    host.remove_stale_temp_files(&dirs.iter().map(|d| d.as_path()).collect::<Vec<_>>());
     let mut state = State::load(host)?;
     let record = state.phase(name);
     if !record.finished && !record.completed.is_empty() {

@@ -36,6 +36,26 @@ fn code_only(source: &str) -> String {
                     }
                 }
             }
+            // A char literal ('x', '\'', '\u{..}'), not a lifetime ('a).
+            '\'' => {
+                let mut ahead = chars.clone();
+                match (ahead.next(), ahead.next()) {
+                    (Some('\\'), _) => {
+                        chars.next();
+                        chars.next();
+                        for c in chars.by_ref() {
+                            if c == '\'' {
+                                break;
+                            }
+                        }
+                    }
+                    (Some(_), Some('\'')) => {
+                        chars.next();
+                        chars.next();
+                    }
+                    _ => out.push(c),
+                }
+            }
             '"' => {
                 let mut escaped = false;
                 for c in chars.by_ref() {
@@ -376,7 +396,10 @@ fn the_scanner_finds_cycles_through_children_super_and_re_exports() {
             "a.rs",
             "use super::b::X;\n#[cfg(test)]\nmod tests { use super::*; use crate::a::y; }\n",
         ),
-        ("b.rs", "pub struct X; const S: &str = \"crate::a::z\";\n"),
+        (
+            "b.rs",
+            "pub struct X<'a>(&'a str); const S: &str = \"crate::a::z\"; const Q: [char; 2] = ['\"', '\\''];\n#[cfg(test)]\nmod tests { use crate::a::y; }\n",
+        ),
     ]
     .into_iter()
     .map(|(f, s)| (f.to_string(), s.to_string()))

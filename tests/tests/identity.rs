@@ -432,13 +432,21 @@ async fn imds_is_contacted_only_when_the_machine_is_ec2() {
     assert_eq!(id.instance_id.as_deref(), Some("i-0123456789abcdef0"));
     assert!(imds.request_count() > 0);
 
-    // EC2 detected but IMDS does not answer: an error naming the endpoint.
+    // EC2 detected but IMDS does not answer: the inventory (here, this
+    // machine alone) names the node, so it goes on without instance facts,
+    // saying so.
     drop(imds);
-    let e = identity::resolve_with(&h, &Config::default(), &o)
+    let logs = harness::logs::CapturedLogs::global();
+    let id = identity::resolve_with(&h, &Config::default(), &o)
         .await
-        .unwrap_err();
-    assert_eq!(e.kind(), "imds_unreachable", "{e}");
-    assert!(e.to_string().contains(&o.ec2_imds_endpoint), "{e}");
+        .unwrap();
+    assert_eq!(id.instance_id, None);
+    let text = logs.text();
+    assert!(
+        text.contains("continuing without this instance's facts from IMDS")
+            && text.contains(&o.ec2_imds_endpoint),
+        "{text}"
+    );
 }
 
 // ---------------------------------------------------------------- binary
@@ -753,11 +761,6 @@ fn binary_rejects_bad_identity_input_with_distinct_codes_and_changes_nothing() {
             code: (3, "static_controller_missing"),
             expect: &["identity.nodes", "controller"],
         },
-        Case {
-            name: "imds-down",
-            code: (6, "imds_unreachable"),
-            expect: &["http://127.0.0.1:", "unreachable"],
-        },
     ];
     let mut failures = Vec::new();
     for case in &cases {
@@ -822,4 +825,25 @@ fn binary_prints_the_identity_as_json() {
     assert_eq!(v["node_name"], "box");
     assert_eq!(v["cluster"]["name"], "dev");
     assert_eq!(v["expected_nodes"], 1);
+}
+
+/// IMDS configured but not answering, on a node the inventory (here: this
+/// machine alone) already names: `hpk8s identity` warns and goes on.
+#[test]
+fn binary_continues_without_imds_when_the_inventory_names_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&cwd).unwrap();
+    let mut setup = setup("imds-down", &root, &cwd);
+    setup.env.push(("HPK8S_LOG", "warn".to_string()));
+    let (code, stdout, stderr) = run_identity(&root, &cwd, &setup);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("10.0.0.1"), "{stdout}");
+    assert!(
+        stderr.contains("continuing without this instance's facts from IMDS")
+            && stderr.contains("http://127.0.0.1:"),
+        "{stderr}"
+    );
 }

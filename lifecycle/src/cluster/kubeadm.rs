@@ -16,10 +16,7 @@ use crate::host::{Cmd, CommandError, Host};
 
 /// The kubeadm binary.
 pub const KUBEADM: &str = "kubeadm";
-/// The cluster-admin kubeconfig `kubeadm init` writes (mode 0600).
-pub const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
-/// The kubelet's kubeconfig, written by both `init` and `join`.
-pub const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
+pub use crate::kube::client::{ADMIN_CONF, KUBELET_CONF};
 /// The API server's static pod: present only on a control plane.
 pub const APISERVER_MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";
 /// The cluster CA certificate (its key's pin goes into the join ticket).

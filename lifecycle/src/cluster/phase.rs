@@ -80,6 +80,17 @@ impl Phase for Context<'_> {
         step.name()
     }
 
+    fn directories(&self) -> Vec<std::path::PathBuf> {
+        [
+            crate::state::STATE_DIR,
+            super::kubeadm::CONFIG_DIR,
+            "/etc/kubernetes",
+        ]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .collect()
+    }
+
     async fn plan_step(&self, step: Step) -> Result<StepPlan, Error> {
         match step {
             Step::KubeadmInit => kubeadm_init::plan(self),

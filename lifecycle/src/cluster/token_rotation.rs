@@ -27,6 +27,7 @@ use super::join_ticket::{JoinTicket, JoinToken, TicketError};
 use super::labels::FIELD_MANAGER;
 use super::rendezvous::{Rendezvous, RendezvousError};
 use crate::error::class::classify;
+use crate::kube::client::timed;
 use crate::kube::errors::class_of;
 use crate::kube::errors::is_transient;
 use crate::values::time::whole_seconds;
@@ -184,7 +185,7 @@ pub async fn create_token(
         attempt += 1;
         let token = BootstrapToken::generate().map_err(|source| TokenError::Generate { source })?;
         let object = token.secret_object(ttl, now, &token_description(cluster));
-        match api.create(&params, &object).await {
+        match timed(api.create(&params, &object)).await {
             Ok(_) => {
                 tracing::info!(
                     token_id = token.id(),
@@ -238,10 +239,12 @@ struct OwnToken {
 async fn own_tokens(client: &Client) -> Result<Vec<OwnToken>, TokenError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), SECRET_NAMESPACE);
     let params = ListParams::default().fields(&format!("type={SECRET_TYPE}"));
-    let list = api.list(&params).await.map_err(|source| TokenError::Read {
-        endpoint: secrets_endpoint(),
-        source: Box::new(source),
-    })?;
+    let list = timed(api.list(&params))
+        .await
+        .map_err(|source| TokenError::Read {
+            endpoint: secrets_endpoint(),
+            source: Box::new(source),
+        })?;
     Ok(list
         .items
         .iter()
@@ -288,7 +291,7 @@ pub async fn delete_superseded_tokens(
     let mut deleted = Vec::new();
     for t in tokens.iter().filter(|t| superseded(t)) {
         let name = format!("{SECRET_NAME_PREFIX}{}", t.id);
-        match api.delete(&name, &DeleteParams::default()).await {
+        match timed(api.delete(&name, &DeleteParams::default())).await {
             Ok(_) => {
                 tracing::info!(token_id = %t.id, kept = keep_id, "deleted superseded bootstrap token {name}");
                 deleted.push(t.id.clone());
@@ -311,7 +314,7 @@ pub async fn delete_superseded_tokens(
 async fn token_exists(client: &Client, id: &str) -> Result<bool, TokenError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), SECRET_NAMESPACE);
     let name = format!("{SECRET_NAME_PREFIX}{id}");
-    api.get_metadata_opt(&name)
+    timed(api.get_metadata_opt(&name))
         .await
         .map(|s| s.is_some())
         .map_err(|source| TokenError::Read {

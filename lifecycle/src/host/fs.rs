@@ -357,6 +357,29 @@ impl Host {
         self.replace(host_path, &target, dir, contents, FileMode::SECRET)
     }
 
+    /// Removes the temporary files (`.hpk8s-*.tmp`) a killed run left in
+    /// `dirs`: each is half of a write that never happened, and some hold
+    /// secrets. Returns how many were removed.
+    pub fn remove_stale_temp_files(&self, dirs: &[&Path]) -> usize {
+        let mut removed = 0;
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(self.path(dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let stale = name.starts_with(".hpk8s-") && name.ends_with(".tmp");
+                let file = entry.file_type().is_ok_and(|t| t.is_file());
+                if stale && file && std::fs::remove_file(entry.path()).is_ok() {
+                    tracing::info!(path = %dir.join(&*name).display(), "removed a temporary file an interrupted run left");
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// Removes a file holding a secret without keeping a copy; absent is fine.
     pub fn discard_secret(&self, host_path: impl AsRef<Path>) -> Result<(), FsError> {
         let host_path = host_path.as_ref();
@@ -533,6 +556,32 @@ mod tests {
         for dir in ["/etc", "/etc/apt", "/etc/apt/keyrings"] {
             assert_eq!(h.mode_of(dir), Some(0o755), "{dir}");
         }
+    }
+
+    #[test]
+    fn temporary_files_of_a_killed_run_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let h = Host::new(
+            d.path(),
+            Arc::new(ScriptedRunner::new()),
+            Arc::new(FixedInterfaces::default()),
+        );
+        std::fs::create_dir_all(d.path().join("etc/kubernetes/hpk8s")).unwrap();
+        for name in [
+            ".hpk8s-abc.tmp",
+            ".hpk8s-def.tmp",
+            "kubeadm-init.yaml",
+            ".other.tmp",
+        ] {
+            std::fs::write(d.path().join("etc/kubernetes/hpk8s").join(name), "x").unwrap();
+        }
+        let removed =
+            h.remove_stale_temp_files(&[Path::new("/etc/kubernetes/hpk8s"), Path::new("/nope")]);
+        assert_eq!(removed, 2);
+        assert_eq!(
+            h.list_dir("/etc/kubernetes/hpk8s").unwrap(),
+            [".other.tmp", "kubeadm-init.yaml"]
+        );
     }
 
     #[test]

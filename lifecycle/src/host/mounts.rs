@@ -30,31 +30,43 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             let pre: Vec<&str> = pre.split(' ').collect();
             let post: Vec<&str> = post.split(' ').collect();
             Some(Mount {
-                root: PathBuf::from(unescape(pre.get(3)?)),
-                mount_point: PathBuf::from(unescape(pre.get(4)?)),
+                root: path(unescape(pre.get(3)?)),
+                mount_point: path(unescape(pre.get(4)?)),
                 fs_type: (*post.first()?).to_string(),
-                source: unescape(post.get(1).unwrap_or(&"")),
+                source: String::from_utf8_lossy(&unescape(post.get(1).unwrap_or(&""))).into_owned(),
             })
         })
         .collect()
 }
 
-/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+/// A path from raw bytes (mount points need not be UTF-8).
+fn path(bytes: Vec<u8>) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt as _;
+    PathBuf::from(std::ffi::OsString::from_vec(bytes))
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal
+/// (one byte each: multi-byte UTF-8 passes through as it is). A backslash
+/// not followed by three octal digits worth at most 255 stays literal.
+fn unescape(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v as char);
-            i += 4;
-        } else {
-            out.push(b[i] as char);
-            i += 1;
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .map(|d| d.iter().fold(0u16, |v, c| v * 8 + u16::from(c - b'0')))
+            .and_then(|v| u8::try_from(v).ok());
+        match (b[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
         }
     }
     out
@@ -83,6 +95,23 @@ impl Host {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_escape_decodes_to_its_byte() {
+        // At the very end, non-ASCII around it, out of range, incomplete.
+        assert_eq!(unescape("/mnt/a\\040"), b"/mnt/a ");
+        assert_eq!(unescape("/mnt/\\011tab\\012nl\\134"), b"/mnt/\ttab\nnl\\");
+        assert_eq!(unescape("/mnt/é\\040ü"), "/mnt/é ü".as_bytes());
+        assert_eq!(unescape("/mnt/\\777"), b"/mnt/\\777");
+        assert_eq!(unescape("/mnt/\\04"), b"/mnt/\\04");
+        assert_eq!(unescape("/mnt/\\303\\251"), "/mnt/é".as_bytes());
+        for byte in 0u8..=255 {
+            assert_eq!(unescape(&format!("\\{byte:03o}")), [byte], "{byte}");
+        }
+        let m = parse_mountinfo("36 35 98:0 / /mnt/with\\040space rw - xfs /dev/md127 rw\n");
+        assert_eq!(m[0].mount_point, PathBuf::from("/mnt/with space"));
+    }
+
     use super::*;
 
     #[test]

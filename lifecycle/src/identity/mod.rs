@@ -84,8 +84,16 @@ pub async fn resolve_with(
     if let Some(endpoint) = imds_endpoint(host, config, &overrides.ec2_imds_endpoint) {
         let timeout = Duration::from_millis(config.identity.imds_timeout_ms.max(1));
         let client = ImdsClient::new(endpoint, timeout)?.with_retry(overrides.imds_retry);
-        let facts = client.instance_facts().await?;
-        id.apply_instance_facts(facts);
+        match client.instance_facts().await {
+            Ok(facts) => id.apply_instance_facts(facts),
+            // The inventory already says who this node is; IMDS only adds
+            // instance facts (type, zone, spot), which are left unknown.
+            Err(e @ IdentityError::ImdsUnreachable { .. }) => tracing::warn!(
+                error = %e,
+                "continuing without this instance's facts from IMDS (the inventory names the node)"
+            ),
+            Err(e) => return Err(e),
+        }
     }
     Ok(id)
 }

@@ -11,7 +11,11 @@ use ::kube::config::{KubeConfigOptions, Kubeconfig};
 use crate::error::class::classify;
 use crate::host::Host;
 
-pub use crate::cluster::kubeadm::{ADMIN_CONF, KUBELET_CONF};
+/// The cluster-admin kubeconfig `kubeadm init` writes (mode 0600).
+pub const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
+/// The kubelet's kubeconfig (`system:node:<name>`), written by both
+/// `kubeadm init` and `kubeadm join`.
+pub const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
 
 /// Longest time to set up a connection to the API server.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,8 +81,21 @@ pub async fn from_kubeconfig(path: &Path, shown: &Path) -> Result<Client, Client
     Client::try_from(config).map_err(|e| bad(e.to_string()))
 }
 
-/// Runs one API call with [`CALL_DEADLINE`]; `None` when it ran out (the
-/// caller names the endpoint in its error).
-pub async fn within_deadline<T>(call: impl std::future::Future<Output = T>) -> Option<T> {
-    tokio::time::timeout(CALL_DEADLINE, call).await.ok()
+/// Runs one API request (not a watch) with [`CALL_DEADLINE`]: an API
+/// server that accepts the connection and never answers becomes an error
+/// the caller retries or reports (a transient one: see
+/// [`super::errors::is_transient`]), never a hang.
+pub async fn timed<T>(
+    call: impl std::future::Future<Output = Result<T, ::kube::Error>>,
+) -> Result<T, ::kube::Error> {
+    match tokio::time::timeout(CALL_DEADLINE, call).await {
+        Ok(result) => result,
+        Err(_) => Err(::kube::Error::Service(Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the API server did not answer within {} s",
+                CALL_DEADLINE.as_secs()
+            ),
+        )))),
+    }
 }

@@ -88,6 +88,29 @@ impl Phase for Context<'_> {
         Step::ALL.to_vec()
     }
 
+    fn directories(&self) -> Vec<std::path::PathBuf> {
+        let mut dirs: Vec<std::path::PathBuf> = [
+            crate::state::STATE_DIR,
+            "/etc",
+            "/etc/apt/keyrings",
+            "/etc/apt/preferences.d",
+            "/etc/apt/sources.list.d",
+            "/etc/modules-load.d",
+            "/etc/sysctl.d",
+            "/etc/systemd/system",
+            "/etc/systemd/system/containerd.service.d",
+            "/etc/systemd/system/kubelet.service.d",
+        ]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .collect();
+        dirs.push(self.config.packages.install_dir.clone());
+        if let Some(parent) = self.config.containerd.config_path.parent() {
+            dirs.push(parent.to_path_buf());
+        }
+        dirs
+    }
+
     fn step_name(&self, step: Step) -> &'static str {
         step.name()
     }

@@ -19,6 +19,7 @@ use super::objects::Manifest;
 use super::rollout::RolloutTarget;
 use crate::cluster::labels::FIELD_MANAGER;
 use crate::host::Host;
+use crate::kube::client::timed;
 
 /// What applying one object did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +127,7 @@ async fn resolve(client: &Client, m: &Manifest) -> Result<(ApiResource, bool)> {
         api_version: m.gvk.api_version(),
         kind: m.gvk.kind.clone(),
     };
-    match kube::discovery::pinned_kind(client, &m.gvk).await {
+    match timed(kube::discovery::pinned_kind(client, &m.gvk)).await {
         Ok((ar, caps)) => Ok((ar, caps.scope == Scope::Namespaced)),
         // 404: the group/version is not served; MissingKind: the kind is not in it.
         Err(kube::Error::Api(s)) if s.code == 404 => Err(unknown()),
@@ -163,14 +164,12 @@ async fn apply_one(
         object: object.clone(),
         source: Box::new(source),
     };
-    let before = api
-        .get_opt(&name)
+    let before = timed(api.get_opt(&name))
         .await
         .map_err(failed)?
         .and_then(|o| o.metadata.resource_version);
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let after = api
-        .patch(&name, &params, &Patch::Apply(&m.object))
+    let after = timed(api.patch(&name, &params, &Patch::Apply(&m.object)))
         .await
         .map_err(failed)?;
     let resource_version = after.metadata.resource_version.unwrap_or_default();

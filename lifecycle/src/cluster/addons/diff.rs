@@ -12,6 +12,7 @@ use super::apply::{object_api, place, resolve_kinds};
 use super::error::{Error, Result};
 use super::objects::Manifest;
 use crate::cluster::labels::FIELD_MANAGER;
+use crate::kube::client::timed;
 
 /// How an object on the cluster compares with its manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,13 +48,12 @@ pub async fn compare(client: &Client, manifests: &mut [Manifest]) -> Result<Vec<
             object: m.display_name(),
             source: Box::new(source),
         };
-        let Some(live) = api.get_opt(&name).await.map_err(failed)? else {
+        let Some(live) = timed(api.get_opt(&name)).await.map_err(failed)? else {
             states.push(ObjectState::Absent);
             continue;
         };
         let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
-        let applied = api
-            .patch(&name, &params, &Patch::Apply(&m.object))
+        let applied = timed(api.patch(&name, &params, &Patch::Apply(&m.object)))
             .await
             .map_err(failed)?;
         let (live, applied) = (comparable(&live), comparable(&applied));

@@ -134,8 +134,7 @@ pub async fn rollout_status(
         let mut entries = Vec::with_capacity(targets.len());
         for t in targets {
             let api: Api<DaemonSet> = Api::namespaced(client.clone(), &t.namespace);
-            let ds = api
-                .get_opt(&t.name)
+            let ds = crate::kube::client::timed(api.get_opt(&t.name))
                 .await
                 .map_err(|source| Error::RolloutRead {
                     namespace: t.namespace.clone(),

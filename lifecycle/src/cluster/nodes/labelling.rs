@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::error::{LABEL_RETRY_TOTAL, NodesError};
 use super::inventory::ReadyReport;
 use crate::cluster::labels;
+use crate::kube::client::timed;
 use crate::kube::errors::is_transient;
 use crate::kube::retry;
 
@@ -63,8 +64,7 @@ pub async fn label_node(
     let api: Api<Node> = Api::all(client.clone());
     let path = format!("/api/v1/nodes/{node_name}");
     let attempt = || async {
-        let node = api
-            .get(node_name)
+        let node = timed(api.get(node_name))
             .await
             .map_err(|e| attempt_error(format!("GET {path}"), e))?;
         let missing = missing_labels(&node.metadata.labels.unwrap_or_default(), wanted);
@@ -106,7 +106,7 @@ async fn patch_once(
         ..PatchParams::default()
     };
     let patch = json!({"metadata": {"labels": labels}});
-    api.patch(node_name, &params, &Patch::Merge(&patch))
+    timed(api.patch(node_name, &params, &Patch::Merge(&patch)))
         .await
         .map_err(|e| attempt_error(format!("PATCH {path}"), e))?;
     Ok(())

@@ -401,7 +401,7 @@ pub async fn snapshot(
     expected: &[ExpectedNode],
 ) -> Result<NodesSnapshot, kube::Error> {
     let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
-    let list = api.list(&kube::api::ListParams::default()).await?;
+    let list = crate::kube::client::timed(api.list(&kube::api::ListParams::default())).await?;
     let mut tracker = Tracker::new(expected);
     let views: BTreeMap<String, NodeView> = list
         .items

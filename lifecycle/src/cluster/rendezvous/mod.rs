@@ -105,10 +105,25 @@ impl Rendezvous {
         ticket
             .validate()
             .map_err(|source| RendezvousError::InvalidTicket { source })?;
-        match self {
-            Rendezvous::SecretsManager(r) => r.publish(ticket).await,
-            Rendezvous::Directory(r) => r.publish(ticket).await,
-        }
+        let publish = async {
+            match self {
+                Rendezvous::SecretsManager(r) => r.publish(ticket).await,
+                Rendezvous::Directory(r) => r.publish(ticket).await,
+            }
+        };
+        // A service that accepts and never answers, or a hung network file
+        // system, must not hold the controller forever.
+        tokio::time::timeout(PUBLISH_DEADLINE, publish)
+            .await
+            .unwrap_or_else(|_| {
+                Err(RendezvousError::Transient {
+                    location: self.location(),
+                    detail: format!(
+                        "publishing did not finish within {} s",
+                        PUBLISH_DEADLINE.as_secs()
+                    ),
+                })
+            })
     }
 
     /// The current ticket, or `None` when none is published yet.
@@ -119,6 +134,9 @@ impl Rendezvous {
         }
     }
 }
+
+/// The longest publishing a ticket may take, retries included.
+pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(120);
 
 /// How a worker waits for the ticket.
 #[derive(Debug, Clone, PartialEq, Eq)]
