@@ -97,6 +97,17 @@ fn is_root() -> bool {
 /// The config the step would write for a node whose containerd config does
 /// not exist yet; `setup` adjusts the fake root and the configuration.
 fn generated_config(fake_root: &Path, setup: impl FnOnce(&Path, &mut Config)) -> String {
+    planned_files(fake_root, setup)
+        .into_iter()
+        .find_map(|(path, text)| (path == Path::new(CONFIG)).then_some(text))
+        .unwrap_or_else(|| panic!("no {CONFIG} in the plan"))
+}
+
+/// Every file the step would write (host path, contents).
+fn planned_files(
+    fake_root: &Path,
+    setup: impl FnOnce(&Path, &mut Config),
+) -> Vec<(PathBuf, String)> {
     // The fake root sees the real mount table, so `store` is a mount point.
     let mountinfo = fake_root.join("proc/self/mountinfo");
     std::fs::create_dir_all(mountinfo.parent().unwrap()).unwrap();
@@ -134,13 +145,13 @@ fn generated_config(fake_root: &Path, setup: impl FnOnce(&Path, &mut Config)) ->
     let plan = containerd::plan(&cx).unwrap();
     plan.changes
         .iter()
-        .find_map(|c| match c {
-            Change::WriteFile { path, contents, .. } if path == Path::new(CONFIG) => {
-                Some(String::from_utf8(contents.to_vec()).unwrap())
+        .filter_map(|c| match c {
+            Change::WriteFile { path, contents, .. } => {
+                Some((path.clone(), String::from_utf8(contents.to_vec()).unwrap()))
             }
             _ => None,
         })
-        .unwrap_or_else(|| panic!("no config in the plan: {plan:#?}"))
+        .collect()
 }
 
 /// A containerd started on a generated config, its socket and state in the
@@ -370,6 +381,112 @@ fn real_containerd_accepts_the_nvidia_runtime_as_default() {
         Some("/usr/bin/nvidia-container-runtime")
     );
     assert_eq!(nvidia["options"]["SystemdCgroup"].as_bool(), Some(true));
+}
+
+/// The NVIDIA Container Toolkit's schema-2 drop-in (its runtime only):
+/// containerd 1.x lays its CRI table over the main file's whole, undoing
+/// runc's cgroup driver and the pause image; the step completes it, and
+/// the real containerd then runs with what hpk8s set.
+#[test]
+fn real_containerd_merges_the_completed_toolkit_drop_in() {
+    let available = is_root() && ["containerd", "ctr"].iter().all(|p| on_path(p));
+    if harness::require(available, "root with containerd and ctr") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mut cleanup = Cleanup::default();
+    let toolkit = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"nvidia\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nvidia]\nruntime_type = \"io.containerd.runc.v2\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nvidia.options]\nBinaryName = \"/usr/bin/nvidia-container-runtime\"\n";
+    let default = run("containerd", &["config", "default"]);
+    let main = if default.contains("imports = []") {
+        default.replace("imports = []", "imports = [\"conf.d/99-nvidia.toml\"]")
+    } else {
+        format!("imports = [\"conf.d/99-nvidia.toml\"]\n{default}")
+    };
+    let files = planned_files(&work.path().join("root"), |root, _| {
+        let d = root.join("sys/bus/pci/devices/0000:53:00.0");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("vendor"), "0x10de\n").unwrap();
+        std::fs::write(d.join("device"), "0x2330\n").unwrap();
+        std::fs::write(d.join("class"), "0x030200\n").unwrap();
+        let bin = root.join("usr/bin/nvidia-container-runtime");
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        std::fs::write(bin, "#!/bin/sh\n").unwrap();
+        let etc = root.join("etc/containerd");
+        std::fs::create_dir_all(etc.join("conf.d")).unwrap();
+        std::fs::write(etc.join("config.toml"), &main).unwrap();
+        let drop_in = etc.join("conf.d/99-nvidia.toml");
+        std::fs::write(&drop_in, toolkit).unwrap();
+        std::fs::set_permissions(
+            &drop_in,
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+    });
+    let text = |p: &str| {
+        files
+            .iter()
+            .find_map(|(path, text)| (path == Path::new(p)).then(|| text.clone()))
+            .unwrap_or_else(|| panic!("{p} not in the plan: {files:?}"))
+    };
+    let generated = text(CONFIG);
+    let completed = text("/etc/containerd/conf.d/99-nvidia.toml");
+
+    // Untouched, the drop-in undoes SystemdCgroup on this containerd: what
+    // the step guards against is real.
+    let conf_d = work.path().join("conf.d");
+    std::fs::create_dir_all(&conf_d).unwrap();
+    std::fs::write(conf_d.join("99-nvidia.toml"), toolkit).unwrap();
+    let data_root = work.path().join("data");
+    let daemon = Daemon::start(work.path(), &generated, Some(&data_root), &mut cleanup);
+    let undone = daemon.dump();
+    let (runtime, _) = cri_view(&undone);
+    if undone["version"].as_integer() != Some(3) {
+        let cgroup = runtime
+            .get("runtimes")
+            .and_then(|r| r.get("runc"))
+            .and_then(|r| r.get("options"))
+            .and_then(|o| o.get("SystemdCgroup"))
+            .and_then(toml_edit::Item::as_bool);
+        assert_ne!(
+            cgroup,
+            Some(true),
+            "containerd 1.x should replace the CRI table: {undone}"
+        );
+    }
+    drop(daemon);
+    drop(cleanup);
+
+    let mut cleanup = Cleanup::default();
+    std::fs::write(conf_d.join("99-nvidia.toml"), &completed).unwrap();
+    let daemon = Daemon::start(work.path(), &generated, Some(&data_root), &mut cleanup);
+    assert_eq!(
+        daemon.plugin_status("io.containerd.grpc.v1", "cri"),
+        "ok",
+        "{}",
+        daemon.log()
+    );
+    let dump = daemon.dump();
+    let (runtime, sandbox) = cri_view(&dump);
+    assert_eq!(
+        runtime["runtimes"]["runc"]["options"]["SystemdCgroup"].as_bool(),
+        Some(true),
+        "{dump}"
+    );
+    assert_eq!(
+        runtime["default_runtime_name"].as_str(),
+        Some("nvidia"),
+        "{dump}"
+    );
+    assert_eq!(
+        runtime["runtimes"]["nvidia"]["options"]["SystemdCgroup"].as_bool(),
+        Some(true),
+        "{dump}"
+    );
+    assert_eq!(
+        sandbox.as_str(),
+        Some("registry.k8s.io/pause:3.10.1"),
+        "{dump}"
+    );
 }
 
 /// The CRI runtime table (`default_runtime_name`, `runtimes`) and the

@@ -747,3 +747,160 @@ async fn a_private_config_with_registry_auth_stays_private() {
         "no second copy of the credentials"
     );
 }
+
+/// What the NVIDIA Container Toolkit's `nvidia-ctk runtime configure
+/// --drop-in` leaves: a schema-2 CRI table holding its runtime only.
+const TOOLKIT_DROP_IN_V2: &str = r#"version = 2
+
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      default_runtime_name = "nvidia"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes]
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia]
+          runtime_type = "io.containerd.runc.v2"
+          [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia.options]
+            BinaryName = "/usr/bin/nvidia-container-runtime"
+"#;
+
+const DROP_IN_DIR: &str = "/etc/containerd/conf.d";
+
+fn with_imports(main: &str) -> String {
+    main.replace(
+        "imports = []",
+        "imports = [\"/etc/containerd/conf.d/*.toml\"]",
+    )
+}
+
+#[tokio::test]
+async fn schema_2_import_that_replaces_the_cri_table_is_completed() {
+    // containerd 1.x lays an import's plugin table over the main file's
+    // whole, so this drop-in alone would undo SystemdCgroup and the pause
+    // image; hpk8s sets them in the drop-in too.
+    let node = Node::new().await;
+    node.gpus(1);
+    node.nvidia_binary();
+    node.write(CONFIG, &with_imports(DEFAULT_V2));
+    let drop_in = format!("{DROP_IN_DIR}/99-nvidia.toml");
+    node.write(&drop_in, TOOLKIT_DROP_IN_V2);
+    std::fs::set_permissions(
+        node.path(&drop_in),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let p = node.converge().await;
+    assert!(
+        has_note(&p, "99-nvidia.toml (imported) overrides"),
+        "{:#?}",
+        p.notes
+    );
+    let written = node.read(&drop_in);
+    assert!(written.contains("SystemdCgroup = true"), "{written}");
+    assert!(
+        written.contains("sandbox_image = \"registry.k8s.io/pause:3.10.1\""),
+        "{written}"
+    );
+    assert!(
+        written.contains("BinaryName = \"/usr/bin/nvidia-container-runtime\""),
+        "{written}"
+    );
+    assert!(
+        !written.contains("root ="),
+        "a root the import did not set stays the main file's: {written}"
+    );
+    // A restart follows the drop-in's change.
+    assert!(
+        services(&p).contains(&ServiceOperation::Restart),
+        "{:#?}",
+        p.changes
+    );
+}
+
+#[tokio::test]
+async fn schema_3_import_merges_key_by_key_and_is_left_alone() {
+    let node = Node::new().await;
+    node.write(
+        CONFIG,
+        &DEFAULT_V3.replace(
+            "version = 3\n",
+            "version = 3\nimports = ['conf.d/extra.toml']\n",
+        ),
+    );
+    let extra = format!("{DROP_IN_DIR}/extra.toml");
+    let text = "version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.kata]\nruntime_type = 'io.containerd.kata.v2'\n";
+    node.write(&extra, text);
+    let p = node.converge().await;
+    assert!(has_note(&p, "imports checked: 1 file(s)"), "{:#?}", p.notes);
+    assert_eq!(
+        node.read(&extra),
+        text,
+        "a merging import that keeps hpk8s's keys is not touched"
+    );
+}
+
+#[tokio::test]
+async fn an_import_nobody_but_its_owner_may_edit_is_an_error_naming_it() {
+    let node = Node::new().await;
+    node.write(CONFIG, &with_imports(DEFAULT_V2));
+    let drop_in = format!("{DROP_IN_DIR}/50-other.toml");
+    node.write(
+        &drop_in,
+        TOOLKIT_DROP_IN_V2
+            .replace(
+                "BinaryName",
+                "SystemdCgroup = false\n            BinaryName",
+            )
+            .as_str(),
+    );
+    // Group-writable: another tool's (or user's) file, not hpk8s's to edit.
+    std::fs::set_permissions(
+        node.path(&drop_in),
+        std::os::unix::fs::PermissionsExt::from_mode(0o664),
+    )
+    .unwrap();
+    let before = std::fs::read(node.path(&drop_in)).unwrap();
+    let err = node.plan().unwrap_err();
+    assert_eq!(err.kind(), "containerd_import_overrides");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("50-other.toml") && msg.contains(CONFIG),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(node.path(&drop_in)).unwrap(), before);
+}
+
+#[tokio::test]
+async fn a_missing_import_is_named() {
+    let node = Node::new().await;
+    node.write(
+        CONFIG,
+        &DEFAULT_V2.replace("imports = []", "imports = [\"/etc/containerd/site.toml\"]"),
+    );
+    let err = node.plan().unwrap_err();
+    assert_eq!(err.kind(), "containerd_import_missing");
+    assert!(
+        err.to_string().contains("/etc/containerd/site.toml"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn schema_2_relative_glob_is_matched_from_the_root_like_containerd_1x() {
+    // containerd 1.6 globs `conf.d/*.toml` from its working directory (`/`
+    // under systemd), not from the config's directory.
+    let node = Node::new().await;
+    node.write(
+        CONFIG,
+        &DEFAULT_V2.replace("imports = []", "imports = [\"conf.d/*.toml\"]"),
+    );
+    node.write(
+        "/etc/containerd/conf.d/10-ignored.toml",
+        "this is not toml [",
+    );
+    node.write(
+        "/conf.d/20-seen.toml",
+        "version = 2\n[debug]\nlevel = \"info\"\n",
+    );
+    let p = node.converge().await;
+    assert!(has_note(&p, "imports checked: 1 file(s)"), "{:#?}", p.notes);
+}

@@ -154,6 +154,19 @@ impl Host {
             .map(|m| m.permissions().mode() & 0o7777)
     }
 
+    /// Who owns a host path and how, without following a final symlink:
+    /// `None` when it does not exist.
+    pub fn ownership(&self, host_path: impl AsRef<Path>) -> Option<Ownership> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(self.path(host_path))
+            .ok()
+            .map(|m| Ownership {
+                uid: m.uid(),
+                mode: m.mode() & 0o7777,
+                regular_file: m.file_type().is_file(),
+            })
+    }
+
     /// Sets a host file's permission bits in place (no rewrite, no
     /// rename: the file exists throughout).
     pub fn set_mode(&self, host_path: impl AsRef<Path>, mode: u32) -> Result<(), FsError> {
@@ -418,6 +431,25 @@ impl Host {
                 gid: 0,
             },
         )
+    }
+}
+
+/// The owner, permission bits and type of a path (see [`Host::ownership`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ownership {
+    /// Owning user.
+    pub uid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// A regular file (not a symlink, directory or device).
+    pub regular_file: bool,
+}
+
+impl Ownership {
+    /// Only `uid` could have written it: a regular file of that owner that
+    /// neither group nor others may write.
+    pub fn writable_only_by(&self, uid: u32) -> bool {
+        self.regular_file && self.uid == uid && self.mode & 0o022 == 0
     }
 }
 

@@ -11,5 +11,5 @@ pub mod mounts;
 
 pub use access::Host;
 pub use command::{Cmd, CmdOutput, CommandError, CommandRunner, ScriptedRunner, SystemRunner};
-pub use fs::{FileMode, FsError};
+pub use fs::{FileMode, FsError, Ownership};
 pub use interfaces::{FixedInterfaces, InterfaceAddresses, SystemInterfaces};

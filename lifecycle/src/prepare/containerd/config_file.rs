@@ -216,6 +216,11 @@ impl ConfigFile {
         })
     }
 
+    /// The parsed document.
+    pub fn document(&self) -> &DocumentMut {
+        &self.doc
+    }
+
     /// The managed keys as read.
     pub fn settings(&self) -> &Settings {
         &self.settings

@@ -11,6 +11,7 @@
 //! file is left as it was.
 
 pub mod config_file;
+pub mod imports;
 
 use std::path::{Path, PathBuf};
 
@@ -83,6 +84,9 @@ pub enum Error {
         /// The configured version.
         version: String,
     },
+    /// The imported files undo the config, or cannot be read.
+    #[error(transparent)]
+    Imports(#[from] imports::ImportError),
     /// systemctl could not be run to query the unit.
     #[error("cannot query {UNIT}: {0}")]
     Systemctl(#[source] CommandError),
@@ -95,6 +99,7 @@ classify!(Error {
     DefaultConfig { .. } => Host "containerd_default_config_failed";
     Document { source, .. } => via source;
     UnsupportedKubernetes { .. } => Config "kubernetes_version_unsupported";
+    Imports { 0: e } => via e;
     Systemctl { .. } => Host "systemctl_failed";
 });
 
@@ -181,6 +186,10 @@ pub fn plan(cx: &Context<'_>) -> Result<StepPlan, Error> {
         rendered.insert_str(0, GENERATED_HEADER);
     }
     config_file::verify(&rendered, &wanted).map_err(doc_err(&path.display().to_string()))?;
+    let imported = imports::reconcile(cx.host, path, &rendered, &wanted)?;
+    for note in imported.notes {
+        plan.note(note);
+    }
 
     // Moving the data root: containerd must be stopped while its old root is
     // copied, or images and snapshots change under the copy.
@@ -210,9 +219,14 @@ pub fn plan(cx: &Context<'_>) -> Result<StepPlan, Error> {
     let config_change = Change::write_file(cx.host, path, rendered, FileMode::CONFIG, false)?;
     let drop_in_change =
         Change::write_file(cx.host, DROP_IN, DROP_IN_TEXT, FileMode::CONFIG, false)?;
-    let config_changed = config_change.is_some();
+    let mut config_changed = config_change.is_some();
     let drop_in_changed = drop_in_change.is_some();
     plan.push_opt(config_change);
+    for (import, text) in imported.rewrites {
+        let change = Change::write_file(cx.host, &import, text, FileMode::CONFIG, false)?;
+        config_changed |= change.is_some();
+        plan.push_opt(change);
+    }
     if drop_in_changed {
         plan.push_opt(drop_in_change);
         plan.push(Change::service(
