@@ -24,6 +24,7 @@ use crate::kube::client::ClientError;
 use crate::plan::ApplyError;
 use crate::prepare::containerd::Error as ContainerdError;
 use crate::prepare::containerd::config_file::EditError;
+use crate::prepare::containerd::imports::ImportError;
 use crate::prepare::instance_store::Error as InstanceStoreError;
 use crate::prepare::networking::Error as NetworkingError;
 use crate::prepare::packages::Error as PackagesError;
@@ -137,6 +138,7 @@ pub fn all_kinds() -> Vec<KindRow> {
         InstanceStoreError::KINDS,
         ContainerdError::KINDS,
         EditError::KINDS,
+        ImportError::KINDS,
         PackagesError::KINDS,
         ClusterConfigError::KINDS,
         crate::cluster::pod_network::Error::KINDS,
