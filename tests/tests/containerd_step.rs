@@ -885,22 +885,61 @@ async fn a_missing_import_is_named() {
 }
 
 #[tokio::test]
-async fn schema_2_relative_glob_is_matched_from_the_root_like_containerd_1x() {
-    // containerd 1.6 globs `conf.d/*.toml` from its working directory (`/`
-    // under systemd), not from the config's directory.
+async fn schema_2_relative_glob_is_matched_from_the_root_and_the_config_directory() {
+    // containerd 1.6.20 globs `conf.d/*.toml` from its working directory
+    // (`/` under systemd); later 1.6/1.7 releases from the config's
+    // directory. Both count.
     let node = Node::new().await;
     node.write(
         CONFIG,
         &DEFAULT_V2.replace("imports = []", "imports = [\"conf.d/*.toml\"]"),
     );
     node.write(
-        "/etc/containerd/conf.d/10-ignored.toml",
-        "this is not toml [",
-    );
-    node.write(
         "/conf.d/20-seen.toml",
         "version = 2\n[debug]\nlevel = \"info\"\n",
     );
+    node.write(
+        "/etc/containerd/conf.d/10-also.toml",
+        "version = 2\n[metrics]\naddress = \"127.0.0.1:1338\"\n",
+    );
     let p = node.converge().await;
-    assert!(has_note(&p, "imports checked: 1 file(s)"), "{:#?}", p.notes);
+    assert!(has_note(&p, "imports checked: 2 file(s)"), "{:#?}", p.notes);
+}
+
+/// Debian 12's `containerd` package ships this file: its CNI directory is
+/// `/usr/lib/cni`, where neither flannel's plugin nor `kubernetes-cni` is.
+const DEBIAN_PACKAGED: &str = r#"version = 2
+
+[plugins."io.containerd.grpc.v1.cri".cni]
+bin_dir = "/usr/lib/cni"
+conf_dir = "/etc/cni/net.d"
+
+[plugins."io.containerd.internal.v1.opt"]
+path = "/var/lib/containerd/opt"
+"#;
+
+#[tokio::test]
+async fn cni_plugins_are_looked_up_where_flannel_and_kubernetes_cni_put_them() {
+    let node = Node::new().await;
+    node.write(CONFIG, DEBIAN_PACKAGED);
+    node.converge().await;
+    let cfg = node.read(CONFIG);
+    assert!(cfg.contains("bin_dir = \"/opt/cni/bin\""), "{cfg}");
+    assert!(cfg.contains("conf_dir = \"/etc/cni/net.d\""), "{cfg}");
+
+    // containerd 2.1+ reads a list.
+    let node = Node::new().await;
+    node.write(
+        CONFIG,
+        &format!(
+            "{DEFAULT_V3}\n    [plugins.'io.containerd.cri.v1.runtime'.cni]\n      bin_dirs = ['/usr/lib/cni']\n"
+        ),
+    );
+    node.converge().await;
+    let cfg = node.read(CONFIG);
+    assert!(
+        cfg.contains("bin_dirs = ['/opt/cni/bin', '/usr/lib/cni']")
+            || cfg.contains("bin_dirs = [\"/opt/cni/bin\", '/usr/lib/cni']"),
+        "{cfg}"
+    );
 }

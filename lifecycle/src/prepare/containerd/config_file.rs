@@ -18,6 +18,10 @@ use toml_edit::{Document, DocumentMut, InlineTable, Item, Table, Value};
 
 /// The runtime type of runc and of the NVIDIA runtime (a runc wrapper).
 pub const RUNC_V2: &str = "io.containerd.runc.v2";
+/// Where the CNI plugins live: flannel's init container installs its
+/// plugin here, the `kubernetes-cni` package and the mirror source the
+/// reference plugins. Debian's containerd package ships `/usr/lib/cni`.
+pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
 /// Name of the runc runtime in containerd's default config.
 pub const RUNC: &str = "runc";
 /// Name hpk8s gives the NVIDIA runtime (the NVIDIA Container Toolkit's too).
@@ -49,6 +53,14 @@ impl Schema {
                 &["plugins", "io.containerd.cri.v1.images", "pinned_images"],
                 "sandbox",
             ),
+        }
+    }
+
+    /// The CRI table holding `bin_dir` (and, 2.1+, `bin_dirs`).
+    fn cni_table(self) -> [&'static str; 3] {
+        match self {
+            Schema::V2 => ["plugins", "io.containerd.grpc.v1.cri", "cni"],
+            Schema::V3 => ["plugins", "io.containerd.cri.v1.runtime", "cni"],
         }
     }
 
@@ -119,6 +131,10 @@ pub struct Settings {
     pub cri_disabled: bool,
     /// `imports`: files containerd merges over this one.
     pub imports: Vec<String>,
+    /// The CRI's `cni.bin_dir`.
+    pub cni_bin_dir: Option<String>,
+    /// The CRI's `cni.bin_dirs` (containerd 2.1+).
+    pub cni_bin_dirs: Option<Vec<String>>,
 }
 
 /// What is wrong with a config document. Messages name the key and line.
@@ -272,6 +288,11 @@ impl ConfigFile {
             Value::from(wanted.sandbox_image.as_str()),
             false,
         )?;
+        // Absent, containerd's default is already CNI_BIN_DIR.
+        let cni = schema.cni_table();
+        if self.settings.cni_bin_dir.is_some() {
+            set(doc, &cni, "bin_dir", Value::from(CNI_BIN_DIR), false)?;
+        }
         let runtime_table = schema.runtime_table();
         match &wanted.nvidia_runtime {
             Some(binary) => {
@@ -304,6 +325,16 @@ impl ConfigFile {
                 )?;
             }
             None => {}
+        }
+        if let Some(dirs) = &self.settings.cni_bin_dirs
+            && !dirs.iter().any(|d| d == CNI_BIN_DIR)
+            && let Some(Item::Value(Value::Array(list))) =
+                table_at(self.doc.as_item_mut(), &cni)?.get_mut("bin_dirs")
+        {
+            let literal = is_literal(list.get(0));
+            list.insert_formatted(0, quoted(Value::from(CNI_BIN_DIR), literal));
+            list.fmt();
+            changed.push(dotted(&[&cni[..], &["bin_dirs"]].concat()));
         }
         Ok(changed)
     }
@@ -341,6 +372,16 @@ pub fn verify(text: &str, wanted: &Wanted) -> Result<Settings, EditError> {
     }
     if s.cri_disabled {
         return fail("the CRI plugin is disabled".into());
+    }
+    if s.cni_bin_dir.as_deref().is_some_and(|d| d != CNI_BIN_DIR)
+        || s.cni_bin_dirs
+            .as_ref()
+            .is_some_and(|d| !d.iter().any(|d| d == CNI_BIN_DIR))
+    {
+        return fail(format!(
+            "CNI plugins are looked up in {:?} {:?}, not {CNI_BIN_DIR}",
+            s.cni_bin_dir, s.cni_bin_dirs
+        ));
     }
     let default = s.default_runtime.as_deref().unwrap_or(RUNC);
     match &wanted.nvidia_runtime {
@@ -420,12 +461,12 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A top-level array of strings; empty when absent.
-    fn strings(&self, key: &str) -> Result<Vec<String>, EditError> {
-        let Some(item) = self.get(&[key])? else {
+    /// An array of strings; empty when absent.
+    fn strings(&self, path: &[&str]) -> Result<Vec<String>, EditError> {
+        let Some(item) = self.get(path)? else {
             return Ok(Vec::new());
         };
-        let wrong = || self.wrong(&[key], item, "an array of strings");
+        let wrong = || self.wrong(path, item, "an array of strings");
         item.as_array()
             .ok_or_else(wrong)?
             .iter()
@@ -494,11 +535,18 @@ impl<'a> Reader<'a> {
             }
         }
 
-        let disabled = self.strings("disabled_plugins")?;
+        let cni = schema.cni_table();
+        let cni_bin_dir = self.string(&[&cni[..], &["bin_dir"]].concat())?;
+        let bin_dirs_path = [&cni[..], &["bin_dirs"]].concat();
+        let cni_bin_dirs = match self.get(&bin_dirs_path)? {
+            Some(_) => Some(self.strings(&bin_dirs_path)?),
+            None => None,
+        };
+        let disabled = self.strings(&["disabled_plugins"])?;
         let cri_disabled = disabled
             .iter()
             .any(|p| schema.cri_plugins().contains(&p.as_str()));
-        let imports = self.strings("imports")?;
+        let imports = self.strings(&["imports"])?;
         Ok(Settings {
             schema,
             root,
@@ -507,6 +555,8 @@ impl<'a> Reader<'a> {
             runtimes,
             cri_disabled,
             imports,
+            cni_bin_dir,
+            cni_bin_dirs,
         })
     }
 }

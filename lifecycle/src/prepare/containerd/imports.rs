@@ -8,9 +8,9 @@
 //! the CRI table taken when it ran) undoes `SystemdCgroup` and the sandbox
 //! image of the main file. containerd 2.x (schema 3) merges imports key by
 //! key. Either way imports come after the main file and win. A relative
-//! name is joined to the importing file's directory, except that 1.x globs
-//! a relative pattern from its working directory; `*` globs match in
-//! sorted order; imports may import, each file is read once.
+//! name is joined to the importing file's directory (1.6.20 globs a
+//! relative pattern from its working directory instead); `*` globs match
+//! in sorted order; imports may import, each file is read once.
 //!
 //! This module finds the imports and computes the effective configuration,
 //! so the step can check it and fix the imports it may edit.
@@ -104,18 +104,22 @@ pub fn resolve(
         let names = doc.settings().imports.clone();
         let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
         for name in names {
-            let pattern = if Path::new(&name).is_absolute() {
-                PathBuf::from(&name)
+            let patterns = if Path::new(&name).is_absolute() {
+                vec![PathBuf::from(&name)]
             } else if name.contains('*') && schema == Schema::V2 {
-                // containerd 1.x globs a relative pattern from its working
-                // directory, `/` under systemd (observed with 1.6.20); a
-                // plain relative name is joined to the importing file's
-                // directory.
-                Path::new("/").join(&name)
+                // containerd 1.6.20 (Debian 12) globs a relative pattern
+                // from its working directory, `/` under systemd; later 1.6
+                // and 1.7 releases from the importing file's directory.
+                // Both are checked.
+                vec![dir.join(&name), Path::new("/").join(&name)]
             } else {
-                dir.join(&name)
+                vec![dir.join(&name)]
             };
-            for path in expand(host, &pattern)? {
+            let mut paths = Vec::new();
+            for pattern in &patterns {
+                paths.extend(expand(host, pattern)?);
+            }
+            for path in paths {
                 if seen.contains(&path) || out.len() >= MAX_IMPORTS {
                     continue;
                 }
