@@ -269,9 +269,58 @@ pub struct PackagesConfig {
     /// the way; only the checksum files it serves itself vouch for them).
     /// Default `false`: only `https://` and `file://`.
     pub allow_insecure_mirror: bool,
-    /// Pinned SHA-256 digests by file name (`kubelet = "…"`), checked
-    /// instead of the mirror's own `.sha256` files. Default none.
+    /// Pinned SHA-256 digests by file name (`kubelet = "…"`,
+    /// `"containerd-1.7.29-linux-amd64.tar.gz" = "…"`), checked instead of
+    /// the mirror's own checksum files. Default none.
     pub sha256: BTreeMap<String, String>,
+    /// Where release archives not on `dl.k8s.io` come from (containerd,
+    /// runc, the CNI plugins, crictl), laid out like GitHub releases:
+    /// `<url>/<owner>/<repo>/releases/download/<tag>/<asset>`. Used by the
+    /// `mirror` source (and `containerd.source = "mirror"`). Default: with
+    /// `source = "mirror"`, `mirror_url` (one tree holds both layouts);
+    /// otherwise `https://github.com`.
+    pub release_mirror_url: Option<String>,
+    /// CNI reference plugins (`bridge`, `portmap`, … into `/opt/cni/bin`,
+    /// where flannel's config delegates) for the `mirror` source; the `apt`
+    /// source gets them with kubelet (`kubernetes-cni`). Default `1.8.0`.
+    pub cni_plugins_version: String,
+    /// crictl for the `mirror` source (`cri-tools` with the `apt` source).
+    /// Default `1.34.0`.
+    pub crictl_version: String,
+}
+
+/// The path of `ecr-credential-provider` under a mirror laid out like
+/// `artifacts.k8s.io/binaries`.
+pub const ECR_CREDENTIAL_PROVIDER_PATH: &str =
+    "cloud-provider-aws/v1.34.0/linux/{arch}/ecr-credential-provider-linux-{arch}";
+
+impl Config {
+    /// `addons.ecr_credential_provider_url` or its default.
+    pub fn ecr_credential_provider_url(&self) -> String {
+        match (
+            &self.addons.ecr_credential_provider_url,
+            self.packages.source,
+            &self.packages.mirror_url,
+        ) {
+            (Some(url), _, _) => url.clone(),
+            (None, PackageSource::Mirror, Some(mirror)) => format!(
+                "{}/{ECR_CREDENTIAL_PROVIDER_PATH}",
+                mirror.trim_end_matches('/')
+            ),
+            _ => format!("https://artifacts.k8s.io/binaries/{ECR_CREDENTIAL_PROVIDER_PATH}"),
+        }
+    }
+}
+
+impl PackagesConfig {
+    /// The base URL of release archives (see `release_mirror_url`).
+    pub fn release_mirror(&self) -> &str {
+        match (&self.release_mirror_url, self.source, &self.mirror_url) {
+            (Some(url), _, _) => url,
+            (None, PackageSource::Mirror, Some(url)) => url,
+            _ => "https://github.com",
+        }
+    }
 }
 
 impl Default for PackagesConfig {
@@ -283,6 +332,9 @@ impl Default for PackagesConfig {
             install_dir: PathBuf::from("/usr/bin"),
             allow_insecure_mirror: false,
             sha256: BTreeMap::new(),
+            release_mirror_url: None,
+            cni_plugins_version: "1.8.0".into(),
+            crictl_version: "1.34.0".into(),
         }
     }
 }
@@ -365,6 +417,31 @@ pub struct ContainerdConfig {
     pub data_on_instance_store: bool,
     /// How long to wait for containerd to answer after a restart, seconds. Default 60.
     pub ready_timeout_secs: u64,
+    /// Where containerd comes from when it is not installed: `auto` (the
+    /// way `packages.source` says: distro packages `containerd` and `runc`
+    /// for `apt`, the release archives for `mirror`, nothing for `none`),
+    /// `apt`, `mirror` or `none`. An installed containerd is never
+    /// replaced. Default `auto`.
+    pub source: ContainerdSource,
+    /// containerd release installed by the `mirror` source. Default `1.7.29`.
+    pub version: String,
+    /// runc release installed with it. Default `1.3.3`.
+    pub runc_version: String,
+}
+
+/// Where containerd comes from when it is missing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerdSource {
+    /// As `packages.source`.
+    #[default]
+    Auto,
+    /// The distribution's `containerd` and `runc` packages.
+    Apt,
+    /// containerd's and runc's release archives from `packages.release_mirror_url`.
+    Mirror,
+    /// Never installed by hpk8s.
+    None,
 }
 
 impl Default for ContainerdConfig {
@@ -375,6 +452,9 @@ impl Default for ContainerdConfig {
             nvidia_runtime: PathBuf::from("/usr/bin/nvidia-container-runtime"),
             data_on_instance_store: true,
             ready_timeout_secs: 60,
+            source: ContainerdSource::Auto,
+            version: "1.7.29".into(),
+            runc_version: "1.3.3".into(),
         }
     }
 }
@@ -495,7 +575,7 @@ pub struct AddonsConfig {
     /// NVIDIA device plugin image. Default `nvcr.io/nvidia/k8s-device-plugin:v0.17.1`.
     pub nvidia_device_plugin_image: String,
     /// EFA device plugin image. Default
-    /// `602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/aws-efa-k8s-device-plugin:v0.5.6`.
+    /// `602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/aws-efa-k8s-device-plugin:v0.5.20`.
     pub efa_device_plugin_image: String,
     /// Directory of extra manifests (`*.yaml`, `*.yml`, `*.json`) applied
     /// after the built-in addons, in file-name order. Default `/etc/hpk8s/manifests.d`.
@@ -504,6 +584,65 @@ pub struct AddonsConfig {
     /// the deadline hpk8s reports which are not ready and goes on (0: read
     /// their status once). Default 300.
     pub rollout_timeout_secs: u64,
+    /// How the NVIDIA device plugin hands GPUs to containers: `envvar`
+    /// (upstream's default: `NVIDIA_VISIBLE_DEVICES` lists them) or
+    /// `volume-mounts` (one mount per GPU; prepare also sets the NVIDIA
+    /// container toolkit to ignore `NVIDIA_VISIBLE_DEVICES` in
+    /// unprivileged containers). With `envvar`, any pod whose image sets
+    /// `NVIDIA_VISIBLE_DEVICES=all` (CUDA base images do) sees every GPU of
+    /// its node without requesting one. Default `envvar`.
+    pub nvidia_device_list_strategy: DeviceListStrategy,
+    /// Whether kubelet gets AWS's `ecr-credential-provider` to pull
+    /// private ECR images: `auto` (when a built-in addon image, after
+    /// `registry_mirror`, is in ECR: the EFA device plugin's default is in
+    /// the EKS account's ECR, for which kubelet has no credentials outside
+    /// EKS), `always` or `never`. The node's instance role must allow
+    /// `ecr:GetAuthorizationToken` and pulls from that registry. Default `auto`.
+    pub ecr_credential_provider: EcrCredentialProvider,
+    /// Where the `ecr-credential-provider` binary comes from; `{arch}`
+    /// becomes `amd64` or `arm64`. Verified against `<url>.sha256`, or
+    /// `[packages.sha256] ecr-credential-provider` when pinned. Default:
+    /// `<packages.mirror_url>/cloud-provider-aws/v1.34.0/linux/{arch}/ecr-credential-provider-linux-{arch}`
+    /// with `packages.source = "mirror"`, else the same path under
+    /// `https://artifacts.k8s.io/binaries`.
+    pub ecr_credential_provider_url: Option<String>,
+}
+
+/// When kubelet's ECR credential provider is set up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EcrCredentialProvider {
+    /// When an addon image is in ECR.
+    #[default]
+    Auto,
+    /// On every joining node.
+    Always,
+    /// Never (images come from a registry kubelet can pull from).
+    Never,
+}
+
+/// How the NVIDIA device plugin passes the GPUs it allocates to the
+/// NVIDIA container runtime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceListStrategy {
+    /// `NVIDIA_VISIBLE_DEVICES=<ids>`; the toolkit also honours the variable
+    /// set by an image.
+    #[default]
+    Envvar,
+    /// Mounts under `/var/run/nvidia-container-devices`; the toolkit ignores
+    /// the variable in unprivileged containers.
+    VolumeMounts,
+}
+
+impl DeviceListStrategy {
+    /// The plugin's `DEVICE_LIST_STRATEGY` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceListStrategy::Envvar => "envvar",
+            DeviceListStrategy::VolumeMounts => "volume-mounts",
+        }
+    }
 }
 
 impl Default for AddonsConfig {
@@ -515,12 +654,32 @@ impl Default for AddonsConfig {
                 .into(),
             nvidia_device_plugin_image: "nvcr.io/nvidia/k8s-device-plugin:v0.17.1".into(),
             efa_device_plugin_image:
-                "602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/aws-efa-k8s-device-plugin:v0.5.6"
+                "602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/aws-efa-k8s-device-plugin:v0.5.20"
                     .into(),
             manifest_dir: PathBuf::from("/etc/hpk8s/manifests.d"),
             rollout_timeout_secs: 300,
+            nvidia_device_list_strategy: DeviceListStrategy::Envvar,
+            ecr_credential_provider: EcrCredentialProvider::Auto,
+            ecr_credential_provider_url: None,
         }
     }
+}
+
+/// A mirror URL: `https://` or `file://`, or `http://` only when allowed.
+fn check_mirror_url(url: &str, allow_insecure: bool) -> Result<(), String> {
+    if !["http://", "https://", "file://"]
+        .iter()
+        .any(|p| url.starts_with(p))
+    {
+        return Err("must start with http://, https:// or file://".into());
+    }
+    if url.starts_with("http://") && !allow_insecure {
+        return Err(format!(
+            "`{}` is plain http: anyone on the path could swap the binaries and their checksums; use https://, or set packages.allow_insecure_mirror = true (and pin digests in [packages.sha256])",
+            redact_url(url)
+        ));
+    }
+    Ok(())
 }
 
 impl Config {
@@ -613,26 +772,37 @@ impl Config {
                         "`mirror` needs packages.mirror_url".into(),
                     ));
                 }
-                Some(u)
-                    if !["http://", "https://", "file://"]
-                        .iter()
-                        .any(|p| u.starts_with(p)) =>
-                {
-                    return Err(invalid(
-                        "packages.mirror_url",
-                        "must start with http://, https:// or file://".into(),
-                    ));
-                }
-                Some(u) if u.starts_with("http://") && !self.packages.allow_insecure_mirror => {
-                    return Err(invalid(
-                        "packages.mirror_url",
-                        format!(
-                            "`{}` is plain http: anyone on the path could swap the binaries and their checksums; use https://, or set packages.allow_insecure_mirror = true (and pin digests in [packages.sha256])",
-                            redact_url(u)
-                        ),
-                    ));
-                }
-                Some(_) => {}
+                Some(u) => check_mirror_url(u, self.packages.allow_insecure_mirror)
+                    .map_err(|m| invalid("packages.mirror_url", m))?,
+            }
+        }
+        if let Some(u) = &self.addons.ecr_credential_provider_url {
+            check_mirror_url(u, self.packages.allow_insecure_mirror)
+                .map_err(|m| invalid("addons.ecr_credential_provider_url", m))?;
+        }
+        if let Some(u) = &self.packages.release_mirror_url {
+            check_mirror_url(u, self.packages.allow_insecure_mirror)
+                .map_err(|m| invalid("packages.release_mirror_url", m))?;
+        }
+        for (key, version) in [
+            (
+                "packages.cni_plugins_version",
+                &self.packages.cni_plugins_version,
+            ),
+            ("packages.crictl_version", &self.packages.crictl_version),
+            ("containerd.version", &self.containerd.version),
+            ("containerd.runc_version", &self.containerd.runc_version),
+        ] {
+            let parts: Vec<&str> = version.split('.').collect();
+            if parts.len() < 2
+                || parts
+                    .iter()
+                    .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(invalid(
+                    key,
+                    format!("`{version}` is not a release number such as 1.7.29 (no leading v)"),
+                ));
             }
         }
         for (name, digest) in &self.packages.sha256 {
@@ -735,6 +905,12 @@ impl Config {
             shown.packages.mirror_url = Some(redact_url(u));
         }
         shown.packages.apt_repository = redact_url(&shown.packages.apt_repository);
+        if let Some(u) = &shown.packages.release_mirror_url {
+            shown.packages.release_mirror_url = Some(redact_url(u));
+        }
+        if let Some(u) = &shown.addons.ecr_credential_provider_url {
+            shown.addons.ecr_credential_provider_url = Some(redact_url(u));
+        }
         if let Some(u) = &shown.identity.imds_endpoint {
             shown.identity.imds_endpoint = Some(redact_url(u));
         }

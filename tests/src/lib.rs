@@ -10,6 +10,7 @@ pub mod golden;
 pub mod imds;
 pub mod kube_api;
 pub mod kubeadm_stand_in;
+pub mod local_apt;
 pub mod logs;
 pub mod mirror;
 pub mod moto;

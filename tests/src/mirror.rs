@@ -65,6 +65,61 @@ pub struct MirrorBuilder {
     binaries: Vec<String>,
     /// Binaries served from a real file instead of a stand-in script.
     files: Vec<(String, PathBuf)>,
+    /// containerd and runc from this machine (`/usr/bin/containerd`, …)
+    /// instead of stand-ins.
+    real_containerd: bool,
+}
+
+/// The release versions the agent's defaults ask for.
+fn release_versions() -> (String, String, String, String) {
+    let c = lifecycle::config::Config::default();
+    (
+        c.containerd.version,
+        c.containerd.runc_version,
+        c.packages.cni_plugins_version,
+        c.packages.crictl_version,
+    )
+}
+
+/// Writes `<dir>/<name>` (mode 0755) for each `(name, contents)`, packs
+/// `dir` into the gzipped tarball `archive`.
+#[allow(clippy::disallowed_methods)] // test harness: packing a fixture with the real tar
+fn tarball(archive: &Path, files: &[(String, Vec<u8>)]) -> io::Result<()> {
+    let staging = tempfile::tempdir()?;
+    for (name, contents) in files {
+        let path = staging.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap_or(staging.path()))?;
+        std::fs::write(&path, contents)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    // Byte-for-byte reproducible (no times, owners or gzip name), so two
+    // mirrors built alike serve the same digests.
+    let plain = staging.path().join("archive.tar");
+    let status = std::process::Command::new("tar")
+        .args([
+            "--sort=name",
+            "--mtime=@0",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+        ])
+        .arg("-cf")
+        .arg(&plain)
+        .arg("-C")
+        .arg(staging.path())
+        .args(files.iter().map(|(n, _)| n.as_str()))
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other(format!("tar exited with {status}")));
+    }
+    let out = std::process::Command::new("gzip")
+        .args(["-n", "-c"])
+        .arg(&plain)
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!("gzip exited with {}", out.status)));
+    }
+    std::fs::write(archive, out.stdout)
 }
 
 impl MirrorBuilder {
@@ -76,7 +131,16 @@ impl MirrorBuilder {
             arch: host_arch().to_string(),
             binaries: BINARIES.iter().map(|b| b.to_string()).collect(),
             files: Vec::new(),
+            real_containerd: false,
         }
+    }
+
+    /// Packs this machine's containerd (`/usr/bin/containerd`, `ctr`,
+    /// `containerd-shim-runc-v2`) and runc (`/usr/sbin/runc`) as the
+    /// release assets, so a node installing them gets a working runtime.
+    pub fn real_containerd(mut self) -> Self {
+        self.real_containerd = true;
+        self
     }
 
     /// Serves the file at `path` as `binary` (e.g. the real kubeadm
@@ -128,7 +192,106 @@ impl MirrorBuilder {
                 format!("{}  {binary}\n", sha256_hex(&contents)),
             )?;
         }
+        self.write_releases(dir)?;
         Ok(layout)
+    }
+
+    /// containerd, runc, the CNI plugins and crictl under `dir`, laid out
+    /// like GitHub releases, each with its project's checksum file format.
+    fn write_releases(&self, dir: &Path) -> io::Result<()> {
+        let (containerd, runc, cni, crictl) = release_versions();
+        let arch = &self.arch;
+        let release_dir = |repo: &str, version: &str| -> io::Result<PathBuf> {
+            let d = dir
+                .join(repo)
+                .join("releases/download")
+                .join(format!("v{version}"));
+            std::fs::create_dir_all(&d)?;
+            Ok(d)
+        };
+        let script = |name: &str, version: &str| stand_in_script(name, version).into_bytes();
+        let read =
+            |p: &str| std::fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("{p}: {e}")));
+
+        // containerd: `<asset>.sha256sum` holds `<hex>  <asset>`.
+        let d = release_dir("containerd/containerd", &containerd)?;
+        let asset = format!("containerd-{containerd}-linux-{arch}.tar.gz");
+        let bins = ["containerd", "ctr", "containerd-shim-runc-v2"];
+        let files: Vec<(String, Vec<u8>)> = bins
+            .iter()
+            .map(|b| {
+                let contents = if self.real_containerd {
+                    read(&format!("/usr/bin/{b}"))?
+                } else {
+                    script(b, &containerd)
+                };
+                Ok((format!("bin/{b}"), contents))
+            })
+            .collect::<io::Result<_>>()?;
+        tarball(&d.join(&asset), &files)?;
+        let digest = sha256_hex(&std::fs::read(d.join(&asset))?);
+        std::fs::write(
+            d.join(format!("{asset}.sha256sum")),
+            format!("{digest}  {asset}\n"),
+        )?;
+
+        // runc: the raw binary; `runc.sha256sum` lists every asset.
+        let d = release_dir("opencontainers/runc", &runc)?;
+        let binary = if self.real_containerd {
+            read("/usr/sbin/runc")?
+        } else {
+            script("runc", &runc)
+        };
+        std::fs::write(d.join(format!("runc.{arch}")), &binary)?;
+        std::fs::write(
+            d.join("runc.sha256sum"),
+            format!(
+                "{}  runc-{runc}.tar.xz\n{}  runc.{arch}\n",
+                "0".repeat(64),
+                sha256_hex(&binary)
+            ),
+        )?;
+
+        // CNI plugins: `<asset>.sha256` holds `<hex>  <asset>`.
+        let d = release_dir("containernetworking/plugins", &cni)?;
+        let asset = format!("cni-plugins-linux-{arch}-v{cni}.tgz");
+        let files: Vec<(String, Vec<u8>)> = ["bridge", "host-local", "loopback", "portmap"]
+            .iter()
+            .map(|p| (format!("./{p}"), script(p, &cni)))
+            .collect();
+        tarball(&d.join(&asset), &files)?;
+        let digest = sha256_hex(&std::fs::read(d.join(&asset))?);
+        std::fs::write(
+            d.join(format!("{asset}.sha256")),
+            format!("{digest}  {asset}\n"),
+        )?;
+
+        // crictl: `<asset>.sha256` holds the bare digest.
+        let d = release_dir("kubernetes-sigs/cri-tools", &crictl)?;
+        let asset = format!("crictl-v{crictl}-linux-{arch}.tar.gz");
+        tarball(
+            &d.join(&asset),
+            &[("crictl".into(), script("crictl", &crictl))],
+        )?;
+        let digest = sha256_hex(&std::fs::read(d.join(&asset))?);
+        std::fs::write(d.join(format!("{asset}.sha256")), format!("{digest}\n"))?;
+
+        // ecr-credential-provider, laid out like artifacts.k8s.io/binaries.
+        let path =
+            dir.join(lifecycle::config::ECR_CREDENTIAL_PROVIDER_PATH.replace("{arch}", arch));
+        std::fs::create_dir_all(path.parent().unwrap_or(dir))?;
+        let binary = script("ecr-credential-provider", "1.34.0");
+        std::fs::write(&path, &binary)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        std::fs::write(
+            path.with_file_name(format!("{name}.sha256")),
+            format!("{}  {name}\n", sha256_hex(&binary)),
+        )?;
+        Ok(())
     }
 }
 

@@ -17,7 +17,7 @@ use lifecycle::cluster::addons::{
     self, AddonSettings, Error, efa_device_plugin, flannel, nvidia_device_plugin,
 };
 use lifecycle::cluster::labels::{EFA_PRESENT, FIELD_MANAGER, GPU_PRESENT, GPU_TAINT_KEY};
-use lifecycle::config::AddonsConfig;
+use lifecycle::config::{AddonsConfig, DeviceListStrategy};
 use lifecycle::host::{FixedInterfaces, Host, ScriptedRunner};
 use serde_json::{Value, json};
 
@@ -359,7 +359,19 @@ async fn flannel_net_conf_carries_the_pod_subnet() {
     let pod = &ds["spec"]["template"]["spec"];
     assert_eq!(pod["hostNetwork"], true);
     let main = &pod["containers"][0];
-    assert_eq!(main["args"], json!(["--ip-masq", "--kube-subnet-mgr"]));
+    assert_eq!(
+        main["args"],
+        json!(["--ip-masq", "--kube-subnet-mgr", "--iface=$(POD_IP)"])
+    );
+    // `$(POD_IP)` is expanded by kubelet from the pod's own IP, which for a
+    // host-network pod is the node's address.
+    assert!(
+        main["env"].as_array().unwrap().contains(
+            &json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+        ),
+        "{}",
+        main["env"]
+    );
     assert_eq!(
         main["securityContext"]["capabilities"]["add"],
         json!(["NET_ADMIN", "NET_RAW"])
@@ -412,6 +424,14 @@ async fn nvidia_device_plugin_runs_only_on_gpu_nodes_and_tolerates_their_taint()
         ctr["securityContext"]["capabilities"]["drop"],
         json!(["ALL"])
     );
+    assert!(
+        ctr["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "DEVICE_LIST_STRATEGY", "value": "envvar"})),
+        "{}",
+        ctr["env"]
+    );
     assert_eq!(
         ctr["volumeMounts"][0]["mountPath"],
         "/var/lib/kubelet/device-plugins"
@@ -432,8 +452,11 @@ async fn efa_device_plugin_uses_host_network_and_runs_only_on_efa_nodes() {
     let ds = c.daemon_set("kube-system", efa_device_plugin::DAEMON_SET);
     let pod = &ds["spec"]["template"]["spec"];
     assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["automountServiceAccountToken"], false);
     let ctr = &pod["containers"][0];
-    assert_eq!(ctr["securityContext"]["privileged"], false);
+    // Upstream runs plugin 0.5.9 and later privileged as root.
+    assert_eq!(ctr["securityContext"]["privileged"], true);
+    assert_eq!(ctr["securityContext"]["runAsUser"], 0);
     let mounts: BTreeSet<&str> = ctr["volumeMounts"]
         .as_array()
         .unwrap()
@@ -442,7 +465,11 @@ async fn efa_device_plugin_uses_host_network_and_runs_only_on_efa_nodes() {
         .collect();
     assert_eq!(
         mounts,
-        BTreeSet::from(["/var/lib/kubelet/device-plugins", "/sys"])
+        BTreeSet::from([
+            "/var/lib/kubelet/device-plugins",
+            "/dev/infiniband/",
+            "/opt/aws/neuron/"
+        ])
     );
     assert_eq!(nodes_selected(&c.api, &ds), set(&["efa-1", "gpu-efa-1"]));
 }
@@ -477,7 +504,7 @@ async fn registry_mirror_rewrites_every_addon_image() {
     );
     assert_eq!(
         images(&c.daemon_set("kube-system", efa_device_plugin::DAEMON_SET)),
-        ["mirror.internal:5000/eks/aws-efa-k8s-device-plugin:v0.5.6"]
+        ["mirror.internal:5000/eks/aws-efa-k8s-device-plugin:v0.5.20"]
     );
 
     let bad = AddonSettings::from_config(
@@ -861,4 +888,33 @@ async fn a_refused_apply_names_the_object_and_the_addon() {
         .map(|o| o.origin.as_str())
         .collect();
     assert_eq!(created, ["nvidia-device-plugin", "efa-device-plugin"]);
+}
+
+#[tokio::test]
+async fn volume_mounts_strategy_gives_the_plugin_sys_admin_and_the_env() {
+    let c = Cluster::start().await;
+    c.apply(&c.settings(AddonsConfig {
+        nvidia_device_list_strategy: DeviceListStrategy::VolumeMounts,
+        ..AddonsConfig::default()
+    }))
+    .await
+    .unwrap();
+    let ds = c.daemon_set("kube-system", nvidia_device_plugin::DAEMON_SET);
+    let ctr = &ds["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        ctr["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "DEVICE_LIST_STRATEGY", "value": "volume-mounts"})),
+        "{}",
+        ctr["env"]
+    );
+    // The toolkit then honours the plugin's own NVIDIA_VISIBLE_DEVICES=all
+    // only for a container holding CAP_SYS_ADMIN.
+    assert_eq!(
+        ctr["securityContext"]["capabilities"]["add"],
+        json!(["SYS_ADMIN"])
+    );
+    assert!(ctr["securityContext"]["capabilities"]["drop"].is_null());
+    assert_ne!(ctr["securityContext"]["privileged"], true);
 }

@@ -641,7 +641,9 @@ async fn wrong_types_name_the_key() {
 
 #[tokio::test]
 async fn missing_containerd_is_a_clear_error() {
-    let node = Node::new().await;
+    let mut node = Node::new().await;
+    // Nothing installs it in this run.
+    node.config.containerd.source = lifecycle::config::ContainerdSource::None;
     node.runner.once(
         &["containerd"],
         CmdOutput::failed(127, "containerd: command not found"),
@@ -660,6 +662,39 @@ async fn missing_containerd_is_a_clear_error() {
     let e = node.plan().unwrap_err();
     assert_eq!(e.kind(), "containerd_default_config_failed", "{e}");
     assert!(e.to_string().contains("boom"), "{e}");
+}
+
+#[tokio::test]
+async fn a_containerd_installed_in_this_run_is_planned_from_the_built_in_default() {
+    // `bootstrap --dry-run` on a bare Debian/Ubuntu image: step `packages`
+    // plans the install (packages.source = apt), so this step plans the
+    // config it will write instead of failing.
+    let node = Node::new().await;
+    node.runner.once(
+        &["containerd"],
+        CmdOutput::failed(127, "containerd: command not found"),
+    );
+    node.runner.on(
+        &["systemctl", "is-enabled"],
+        CmdOutput::failed(1, "not-found\n"),
+    );
+    node.runner.on(
+        &["systemctl", "is-active"],
+        CmdOutput::failed(3, "inactive\n"),
+    );
+    let p = node.plan().unwrap();
+    assert!(has_note(&p, "built-in default"), "{:#?}", p.notes);
+    let cfg = written(&p, CONFIG).expect("config planned");
+    assert!(cfg.contains("SystemdCgroup = true"), "{cfg}");
+    assert!(
+        cfg.contains("sandbox_image = \"registry.k8s.io/pause:3.10.1\""),
+        "{cfg}"
+    );
+    assert!(
+        services(&p).contains(&ServiceOperation::EnableNow),
+        "{:#?}",
+        p.changes
+    );
 }
 
 #[tokio::test]
@@ -941,5 +976,109 @@ async fn cni_plugins_are_looked_up_where_flannel_and_kubernetes_cni_put_them() {
         cfg.contains("bin_dirs = ['/opt/cni/bin', '/usr/lib/cni']")
             || cfg.contains("bin_dirs = [\"/opt/cni/bin\", '/usr/lib/cni']"),
         "{cfg}"
+    );
+}
+
+/// What `nvidia-ctk config default` writes, trimmed: the two keys are
+/// commented out at the top level, before the first table.
+const TOOLKIT_CONFIG: &str = r#"#accept-nvidia-visible-devices-as-volume-mounts = false
+#accept-nvidia-visible-devices-envvar-when-unprivileged = true
+disable-require = false
+supported-driver-capabilities = "compat32,compute,display,graphics,ngx,utility,video"
+
+[nvidia-container-cli]
+environment = []
+ldconfig = "@/sbin/ldconfig.real"
+load-kmods = true
+
+[nvidia-container-runtime]
+log-level = "info"
+mode = "auto"
+"#;
+
+#[tokio::test]
+async fn volume_mounts_strategy_sets_the_toolkit_and_envvar_puts_it_back() {
+    use lifecycle::config::DeviceListStrategy;
+    use lifecycle::prepare::containerd::nvidia_toolkit::{
+        AS_VOLUME_MOUNTS, CONFIG as TOOLKIT, ENVVAR_WHEN_UNPRIVILEGED,
+    };
+
+    // Default (envvar): the toolkit's own defaults are that; nothing written.
+    let node = Node::new().await;
+    node.gpus(1);
+    node.nvidia_binary();
+    node.write(TOOLKIT, TOOLKIT_CONFIG);
+    let p = node.converge().await;
+    assert!(written(&p, TOOLKIT).is_none(), "{:#?}", p.changes);
+    assert!(has_note(&p, "NVIDIA device list strategy: envvar"));
+
+    let mut node = node;
+    node.config.addons.nvidia_device_list_strategy = DeviceListStrategy::VolumeMounts;
+    let p = node.converge().await;
+    let text = written(&p, TOOLKIT).expect("toolkit config written");
+    let doc: toml_edit::DocumentMut = text.parse().unwrap();
+    // Top-level keys, which is where the toolkit reads them.
+    assert_eq!(
+        doc[ENVVAR_WHEN_UNPRIVILEGED].as_bool(),
+        Some(false),
+        "{text}"
+    );
+    assert_eq!(doc[AS_VOLUME_MOUNTS].as_bool(), Some(true), "{text}");
+    assert_eq!(
+        doc["nvidia-container-cli"]["ldconfig"].as_str(),
+        Some("@/sbin/ldconfig.real")
+    );
+    assert!(
+        text.contains("#accept-nvidia-visible-devices-as-volume-mounts = false"),
+        "{text}"
+    );
+    // No containerd restart for a file the runtime reads per container.
+    assert!(
+        !services(&p).contains(&ServiceOperation::Restart),
+        "{:#?}",
+        p.changes
+    );
+
+    node.config.addons.nvidia_device_list_strategy = DeviceListStrategy::Envvar;
+    node.converge().await;
+    let doc: toml_edit::DocumentMut = node.read(TOOLKIT).parse().unwrap();
+    assert_eq!(doc[ENVVAR_WHEN_UNPRIVILEGED].as_bool(), Some(true));
+    assert_eq!(doc[AS_VOLUME_MOUNTS].as_bool(), Some(false));
+
+    // A node without GPUs has no toolkit to configure.
+    let node = Node::new().await;
+    node.config_volume_mounts_without_gpus().await;
+}
+
+impl Node {
+    async fn config_volume_mounts_without_gpus(mut self) {
+        self.config.addons.nvidia_device_list_strategy =
+            lifecycle::config::DeviceListStrategy::VolumeMounts;
+        let p = self.converge().await;
+        assert!(
+            written(&p, lifecycle::prepare::containerd::nvidia_toolkit::CONFIG).is_none(),
+            "{:#?}",
+            p.changes
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_toolkit_key_of_the_wrong_type_is_named() {
+    let node = Node::new().await;
+    node.gpus(1);
+    node.nvidia_binary();
+    node.write(
+        "/etc/nvidia-container-runtime/config.toml",
+        "accept-nvidia-visible-devices-envvar-when-unprivileged = \"no\"\n",
+    );
+    let err = node.plan().unwrap_err();
+    assert_eq!(err.kind(), "nvidia_toolkit_config_invalid");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("/etc/nvidia-container-runtime/config.toml")
+            && msg.contains("accept-nvidia-visible-devices-envvar-when-unprivileged")
+            && msg.contains("line 1"),
+        "{msg}"
     );
 }

@@ -148,11 +148,22 @@ fn hyperpod(root: FakeRoot, group: &str) -> Scenario {
     let sim = SimHost::new(root);
     sim.set_active("containerd.service", true)
         .set_enabled("containerd.service", true);
+    // The apt source installs the Kubernetes packages; the ECR credential
+    // provider (for the EFA plugin's image) comes from its own URL, here a
+    // local stand-in of artifacts.k8s.io.
+    let mirror = tempfile::tempdir().unwrap();
+    MirrorBuilder::new(VERSION).write(mirror.path()).unwrap();
+    let mut config = hyperpod_config();
+    config.addons.ecr_credential_provider_url = Some(format!(
+        "file://{}/{}",
+        mirror.path().display(),
+        lifecycle::config::ECR_CREDENTIAL_PROVIDER_PATH
+    ));
     Scenario {
         sim,
         address: inv.customer_ip(group, 0),
-        config: hyperpod_config(),
-        mirror: None,
+        config,
+        mirror: Some(mirror),
     }
 }
 

@@ -34,6 +34,17 @@ impl Node {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("etc")).unwrap();
         std::fs::write(root.path().join("etc/hostname"), "node-a\n").unwrap();
+        // These nodes have containerd, the CNI plugins and crictl (as
+        // HyperPod and DLAMI images do); `Node::bare` removes them.
+        for image_has in [
+            "usr/bin/containerd",
+            "opt/cni/bin/bridge",
+            "usr/local/bin/crictl",
+        ] {
+            let path = root.path().join(image_has);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "#!/bin/sh\n").unwrap();
+        }
         let runner = ScriptedRunner::new();
         let host = Host::new(
             root.path(),
@@ -50,6 +61,27 @@ impl Node {
             config,
             identity,
         }
+    }
+
+    /// A bare OS image: no containerd, CNI plugins or crictl.
+    fn bare(self) -> Node {
+        for path in [
+            "/usr/bin/containerd",
+            "/opt/cni/bin/bridge",
+            "/usr/local/bin/crictl",
+        ] {
+            std::fs::remove_file(self.file(path)).unwrap();
+        }
+        self
+    }
+
+    /// `tar` as the real one, inside the fake root (a real host runs it
+    /// through chroot).
+    fn script_tar(&self) {
+        let root = self.root.path().to_path_buf();
+        self.runner.on_with(&["tar"], move |cmd| {
+            harness::fixtures::sim::real_tar_in(&root, cmd)
+        });
     }
 
     /// Turns this node into a login node that does not join.
@@ -489,7 +521,11 @@ const DPKG_QUERY_SHOWN: &str =
     "dpkg-query -W -f '${Package} ${db:Status-Abbrev} ${Version}\\n' kubelet kubeadm kubectl";
 
 async fn debian_node() -> Node {
-    let node = Node::new(Config::default()).await;
+    let mut config = Config::default();
+    // These tests are about the apt source; the ECR credential provider
+    // (which `auto` sets up for the default EFA image) has its own tests.
+    config.addons.ecr_credential_provider = lifecycle::config::EcrCredentialProvider::Never;
+    let node = Node::new(config).await;
     std::fs::write(node.file("/etc/debian_version"), "12.7\n").unwrap();
     node
 }
@@ -879,4 +915,169 @@ async fn pinned_digests_win_over_the_mirrors_checksum_files() {
         !node.host.exists("/usr/bin/kubeadm"),
         "nothing installed before all verify"
     );
+}
+
+// ------------------------------------------------- bare images: containerd
+
+/// The release archives a bare node gets, in plan order.
+const RELEASE_DOWNLOADS: [&str; 4] = [
+    "/var/lib/hpk8s/downloads/cni-plugins-linux-",
+    "/var/lib/hpk8s/downloads/crictl-v",
+    "/var/lib/hpk8s/downloads/containerd-",
+    "/usr/local/sbin/runc",
+];
+
+#[tokio::test]
+async fn bare_node_mirror_installs_containerd_runc_cni_plugins_and_crictl_once() {
+    let (_dir, layout, server) = mirror(VERSION);
+    let node = Node::new(mirror_config(&server.url())).await.bare();
+    node.script_systemctl();
+    node.script_tar();
+
+    let plan = node.plan().await.unwrap();
+    let downloads: Vec<String> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Download { path, .. } => Some(path.display().to_string()),
+            _ => None,
+        })
+        .skip(3) // kubelet, kubeadm, kubectl
+        .collect();
+    assert_eq!(downloads.len(), RELEASE_DOWNLOADS.len(), "{downloads:#?}");
+    for (got, wanted) in downloads.iter().zip(RELEASE_DOWNLOADS) {
+        assert!(got.starts_with(wanted), "{got} vs {wanted}");
+    }
+    let shown = summaries(&plan).join("\n");
+    assert!(
+        shown.contains("create /usr/local/lib/systemd/system/containerd.service"),
+        "{shown}"
+    );
+    // Every release checksum came from the mirror, in its project's format.
+    let paths = server.paths();
+    for checksum in [
+        "containerd-1.7.29-linux-amd64.tar.gz.sha256sum",
+        "runc.sha256sum",
+        "cni-plugins-linux-amd64-v1.8.0.tgz.sha256",
+        "crictl-v1.34.0-linux-amd64.tar.gz.sha256",
+    ] {
+        let checksum = checksum.replace("amd64", layout.arch());
+        assert!(
+            paths.iter().any(|p| p.ends_with(&checksum)),
+            "{checksum} not fetched: {paths:?}"
+        );
+    }
+
+    plan::apply(&node.host, &plan.changes).await.unwrap();
+    for (installed, version) in [
+        ("/usr/local/bin/containerd", "1.7.29"),
+        ("/usr/local/bin/ctr", "1.7.29"),
+        ("/usr/local/sbin/runc", "1.3.3"),
+        ("/opt/cni/bin/bridge", "1.8.0"),
+        ("/opt/cni/bin/portmap", "1.8.0"),
+        ("/usr/local/bin/crictl", "1.34.0"),
+    ] {
+        let path = node.file(installed);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "{installed}");
+        assert!(
+            run_stand_in(&path, &[]).ends_with(&format!("v{version}")),
+            "{installed}"
+        );
+    }
+    // Staged archives are gone; markers name asset and digest.
+    assert!(
+        std::fs::read_dir(node.file("/var/lib/hpk8s/downloads"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    let marker = std::fs::read_to_string(node.file("/var/lib/hpk8s/installed/containerd")).unwrap();
+    assert!(marker.starts_with("containerd-1.7.29-linux-"), "{marker}");
+
+    let again = node.plan().await.unwrap();
+    assert!(again.changes.is_empty(), "{:#?}", summaries(&again));
+    assert!(
+        again
+            .notes
+            .iter()
+            .any(|n| n.contains("containerd is installed (/usr/local/bin/containerd)")),
+        "{:?}",
+        again.notes
+    );
+}
+
+#[tokio::test]
+async fn a_pinned_release_digest_wins_and_a_mismatch_installs_nothing() {
+    let (_dir, layout, server) = mirror(VERSION);
+    let mut config = mirror_config(&server.url());
+    config.packages.sha256.insert(
+        format!("containerd-1.7.29-linux-{}.tar.gz", layout.arch()),
+        "0".repeat(64),
+    );
+    let node = Node::new(config).await.bare();
+    node.script_systemctl();
+    node.script_tar();
+    let before = snapshot(node.root.path());
+    let plan = node.plan().await.unwrap();
+    assert!(
+        !server
+            .paths()
+            .iter()
+            .any(|p| p.ends_with(".tar.gz.sha256sum")),
+        "a pinned digest is not looked up: {:?}",
+        server.paths()
+    );
+    let err = plan::apply(&node.host, &plan.changes).await.unwrap_err();
+    assert!(
+        matches!(&err, ApplyError::ChecksumMismatch { url, .. } if url.contains("containerd-1.7.29")),
+        "{err}"
+    );
+    assert_eq!(
+        snapshot(node.root.path()),
+        before,
+        "downloads are verified before any change"
+    );
+    assert!(node.runner.calls().is_empty(), "{:?}", node.runner.calls());
+}
+
+#[tokio::test]
+async fn bare_debian_node_gets_the_distribution_containerd() {
+    let node = debian_node().await.bare();
+    node.runner.on(
+        DPKG_QUERY,
+        CmdOutput::ok("kubelet ii  1.34.1-1.1\nkubeadm ii  1.34.1-1.1\nkubectl hi  1.34.1-1.1\n"),
+    );
+    let plan = node.plan().await.unwrap();
+    let install = plan
+        .changes
+        .iter()
+        .find_map(|c| match c {
+            Change::Run { command, .. } if command.starts_with(&["apt-get", "install"]) => {
+                Some(command.clone())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{:#?}", summaries(&plan)));
+    assert_eq!(
+        install.display(),
+        "apt-get install -y --no-install-recommends containerd runc"
+    );
+    assert!(
+        install
+            .env_vars()
+            .iter()
+            .any(|(k, v)| k == "DEBIAN_FRONTEND" && v == "noninteractive"),
+        "{install:?}"
+    );
+    assert!(
+        matches!(&plan.changes[0], Change::Run { command, .. } if command.display() == "apt-get update")
+    );
+
+    // Told not to, hpk8s installs nothing (step containerd then says so).
+    let mut node = node;
+    node.config.containerd.source = lifecycle::config::ContainerdSource::None;
+    let plan = node.plan().await.unwrap();
+    assert!(plan.changes.is_empty(), "{:#?}", summaries(&plan));
+    assert!(plan.notes.iter().any(|n| n.contains("nothing installs it")));
 }

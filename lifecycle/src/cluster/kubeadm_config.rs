@@ -13,6 +13,7 @@
 //! bytes are the only place it appears: callers write them with mode 0600,
 //! and [`Rendered`]'s `Debug` shows neither token nor bytes.
 
+use crate::prepare::packages::credential_provider;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -584,13 +585,29 @@ fn node_registration(
         name: identity.node_name.clone(),
         cri_socket: format!("{CRI_SCHEME}{}", config.containerd.socket.display()),
         taints,
-        kubelet_extra_args: ExtraArgs::new(
-            api,
-            [
-                ("node-ip", identity.address.to_string()),
-                ("node-labels", labels),
-            ],
-        ),
+        kubelet_extra_args: {
+            let mut args = ExtraArgs::new(
+                api,
+                [
+                    ("node-ip", identity.address.to_string()),
+                    ("node-labels", labels),
+                ],
+            );
+            // Prepare installed the provider and its config (ECR images).
+            if credential_provider::enabled(config, hardware) {
+                args.args.extend([
+                    (
+                        "image-credential-provider-config",
+                        credential_provider::CONFIG.to_string(),
+                    ),
+                    (
+                        "image-credential-provider-bin-dir",
+                        credential_provider::BIN_DIR.to_string(),
+                    ),
+                ]);
+            }
+            args
+        },
     })
 }
 

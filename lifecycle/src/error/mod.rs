@@ -25,6 +25,7 @@ use crate::plan::ApplyError;
 use crate::prepare::containerd::Error as ContainerdError;
 use crate::prepare::containerd::config_file::EditError;
 use crate::prepare::containerd::imports::ImportError;
+use crate::prepare::containerd::nvidia_toolkit::ToolkitError;
 use crate::prepare::instance_store::Error as InstanceStoreError;
 use crate::prepare::networking::Error as NetworkingError;
 use crate::prepare::packages::Error as PackagesError;
@@ -139,6 +140,7 @@ pub fn all_kinds() -> Vec<KindRow> {
         ContainerdError::KINDS,
         EditError::KINDS,
         ImportError::KINDS,
+        ToolkitError::KINDS,
         PackagesError::KINDS,
         ClusterConfigError::KINDS,
         crate::cluster::pod_network::Error::KINDS,

@@ -133,6 +133,11 @@ impl Cmd {
         self
     }
 
+    /// Variables set for this command on top of the child environment.
+    pub fn env_vars(&self) -> &[(String, String)] {
+        &self.env
+    }
+
     /// What the command reads on stdin, if anything: for runners only
     /// (it may hold credentials, so it is never shown).
     pub fn stdin_bytes(&self) -> Option<&[u8]> {

@@ -9,7 +9,7 @@ use super::error::Result;
 use super::images::AddonImages;
 use super::objects::AddonObject;
 use super::{efa_device_plugin, flannel, nvidia_device_plugin};
-use crate::config::AddonsConfig;
+use crate::config::{AddonsConfig, DeviceListStrategy};
 
 /// Everything the addons step needs, resolved from `[addons]` and the pod
 /// network.
@@ -23,6 +23,8 @@ pub struct AddonSettings {
     pub manifest_dir: PathBuf,
     /// Rollout deadline.
     pub rollout_timeout: Duration,
+    /// The NVIDIA device plugin's device-list strategy.
+    pub nvidia_device_list_strategy: DeviceListStrategy,
 }
 
 impl AddonSettings {
@@ -34,6 +36,7 @@ impl AddonSettings {
             pod_subnet: pod_subnet.to_string(),
             manifest_dir: cfg.manifest_dir.clone(),
             rollout_timeout: Duration::from_secs(cfg.rollout_timeout_secs),
+            nvidia_device_list_strategy: cfg.nvidia_device_list_strategy,
         })
     }
 }
@@ -65,7 +68,10 @@ pub fn built_in(settings: &AddonSettings) -> Result<Vec<Addon>> {
         Addon {
             name: nvidia_device_plugin::NAME,
             objects: vec![AddonObject::DaemonSet(Box::new(
-                nvidia_device_plugin::daemon_set(&settings.images.nvidia_device_plugin),
+                nvidia_device_plugin::daemon_set(
+                    &settings.images.nvidia_device_plugin,
+                    settings.nvidia_device_list_strategy,
+                ),
             ))],
         },
         Addon {

@@ -198,10 +198,20 @@ pub fn daemon_set(images: &AddonImages) -> DaemonSet {
         name: "kube-flannel".into(),
         image: Some(images.flannel.clone()),
         command: Some(vec!["/opt/bin/flanneld".into()]),
-        args: Some(vec!["--ip-masq".into(), "--kube-subnet-mgr".into()]),
+        // `--iface` pins the node's own address: without it flanneld takes
+        // the default route's interface, which on multi-homed nodes
+        // (HyperPod's management interface besides the VPC one) is not
+        // the one the other nodes reach. A host-network pod's IP is the
+        // node's; kubelet expands `$(POD_IP)` from the env below.
+        args: Some(vec![
+            "--ip-masq".into(),
+            "--kube-subnet-mgr".into(),
+            "--iface=$(POD_IP)".into(),
+        ]),
         env: Some(vec![
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
+            field_env("POD_IP", "status.podIP"),
             EnvVar {
                 name: "EVENT_QUEUE_DEPTH".into(),
                 value: Some("5000".into()),

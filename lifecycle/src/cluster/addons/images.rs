@@ -154,10 +154,10 @@ mod tests {
         );
         assert_eq!(
             mirrored(
-                "602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/aws-efa-k8s-device-plugin:v0.5.6",
+                "602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/aws-efa-k8s-device-plugin:v0.5.20",
                 m
             ),
-            "mirror.internal:5000/eks/aws-efa-k8s-device-plugin:v0.5.6"
+            "mirror.internal:5000/eks/aws-efa-k8s-device-plugin:v0.5.20"
         );
         assert_eq!(
             mirrored("localhost/x/y@sha256:abc", "m.example/cache/"),

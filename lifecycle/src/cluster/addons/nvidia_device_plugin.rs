@@ -4,13 +4,14 @@
 //! (containerd's default runtime on GPU nodes, set up by `prepare`).
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
+use k8s_openapi::api::core::v1::{Capabilities, Container, EnvVar, PodSpec, SecurityContext};
 
 use super::objects::{
     DEVICE_PLUGIN_DIR, NODE_CRITICAL, host_path, kube_system_daemon_set, locked_down, mount,
     require_label_true, tolerate,
 };
 use crate::cluster::labels::{GPU_PRESENT, GPU_TAINT_KEY};
+use crate::config::DeviceListStrategy;
 
 /// The addon's name in reports.
 pub const NAME: &str = "nvidia-device-plugin";
@@ -19,20 +20,40 @@ pub const DAEMON_SET: &str = "nvidia-device-plugin-daemonset";
 /// The pods' `name` label, which the DaemonSet selects on.
 const POD_LABEL: &str = "nvidia-device-plugin-ds";
 
-/// The NVIDIA device plugin DaemonSet running `image`.
-pub fn daemon_set(image: &str) -> DaemonSet {
+/// The NVIDIA device plugin DaemonSet running `image`, handing out GPUs
+/// by `strategy`.
+pub fn daemon_set(image: &str, strategy: DeviceListStrategy) -> DaemonSet {
+    let env = |name: &str, value: &str| EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    };
+    let security_context = match strategy {
+        DeviceListStrategy::Envvar => locked_down(),
+        // The plugin finds the GPUs through its own image's
+        // `NVIDIA_VISIBLE_DEVICES=all`, which a toolkit that ignores the
+        // variable in unprivileged containers honours only for a container
+        // holding CAP_SYS_ADMIN (upstream's Helm chart adds it likewise).
+        DeviceListStrategy::VolumeMounts => SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                add: Some(vec!["SYS_ADMIN".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    };
     let container = Container {
         name: "nvidia-device-plugin-ctr".into(),
         image: Some(image.into()),
-        // A GPU node whose driver is broken keeps its plugin pod running
-        // (advertising no GPUs) instead of crash-looping; GPU health is
-        // reported separately.
-        env: Some(vec![EnvVar {
-            name: "FAIL_ON_INIT_ERROR".into(),
-            value: Some("false".into()),
-            ..Default::default()
-        }]),
-        security_context: Some(locked_down()),
+        env: Some(vec![
+            // A GPU node whose driver is broken keeps its plugin pod
+            // running (advertising no GPUs) instead of crash-looping; GPU
+            // health is reported separately.
+            env("FAIL_ON_INIT_ERROR", "false"),
+            env("DEVICE_LIST_STRATEGY", strategy.as_str()),
+        ]),
+        security_context: Some(security_context),
         volume_mounts: Some(vec![mount("device-plugin", DEVICE_PLUGIN_DIR, false)]),
         ..Default::default()
     };

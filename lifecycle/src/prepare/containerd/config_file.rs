@@ -740,7 +740,7 @@ pub fn dotted(path: &[&str]) -> String {
         .join(".")
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+pub(super) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 

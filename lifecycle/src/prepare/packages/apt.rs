@@ -60,12 +60,7 @@ pub fn plan(
     minor: &str,
     plan: &mut StepPlan,
 ) -> Result<(), Error> {
-    if !host.exists(DEBIAN_VERSION) && !host.exists(DPKG_QUERY_PATH) {
-        return Err(Error::NotDebian {
-            debian_version: DEBIAN_VERSION,
-            dpkg_query: DPKG_QUERY_PATH,
-        });
-    }
+    require_debian(host)?;
     let installed = installed_versions(host, wanted)?;
     let mut stale = false;
     for package in wanted {
@@ -186,6 +181,17 @@ pub fn plan(
             ServiceOperation::Enable,
             "kubeadm expects kubelet to be enabled",
         ));
+    }
+    Ok(())
+}
+
+/// Fails unless the host has dpkg (Debian, Ubuntu).
+pub fn require_debian(host: &Host) -> Result<(), Error> {
+    if !host.exists(DEBIAN_VERSION) && !host.exists(DPKG_QUERY_PATH) {
+        return Err(Error::NotDebian {
+            debian_version: DEBIAN_VERSION,
+            dpkg_query: DPKG_QUERY_PATH,
+        });
     }
     Ok(())
 }

@@ -64,6 +64,16 @@ pub enum Error {
         /// Kubernetes architecture name (`amd64`, `arm64`).
         arch: &'static str,
     },
+    /// The release mirror lacks a release archive or its checksum file.
+    #[error(
+        "the release mirror has no {url} (not found); check packages.release_mirror_url and that it carries {what} laid out like GitHub releases"
+    )]
+    ReleaseNotFound {
+        /// URL, credentials redacted.
+        url: String,
+        /// The release looked for, e.g. `containerd 1.7.29`.
+        what: String,
+    },
     /// The mirror answered with an error status.
     #[error(
         "the package mirror answered HTTP {status} for {url}; check the mirror's health and credentials"
@@ -102,6 +112,7 @@ classify!(Error {
     UnsupportedArch { .. } => Precondition "architecture_unsupported";
     MirrorUnreachable { .. } => Unavailable "mirror_unreachable";
     MirrorNotFound { .. } => Config "mirror_file_missing";
+    ReleaseNotFound { .. } => Config "release_file_missing";
     MirrorStatus { .. } => Unavailable "mirror_http_error";
     MalformedChecksum { .. } => Verification "mirror_checksum_malformed";
     InvalidSetting { .. } => Config "packages_setting_invalid";

@@ -153,7 +153,7 @@ fn is_enabled(host: &Host) -> bool {
 }
 
 /// SHA-256 of the file at host path `path`, `None` when absent.
-fn installed_sha256(host: &Host, path: &Path) -> Result<Option<String>, FsError> {
+pub(crate) fn installed_sha256(host: &Host, path: &Path) -> Result<Option<String>, FsError> {
     let read_err = |source| FsError::Read {
         path: path.to_path_buf(),
         source,
@@ -174,36 +174,77 @@ fn installed_sha256(host: &Host, path: &Path) -> Result<Option<String>, FsError>
 /// Fetches and parses `<url>.sha256`.
 async fn expected_sha256(url: &str, version: &str, arch: &'static str) -> Result<String, Error> {
     let checksum_url = format!("{url}.sha256");
-    let shown = redact_url(&checksum_url);
-    let body = match fetch_limited(&checksum_url, MAX_CHECKSUM_FILE).await {
-        Ok(body) => body,
-        Err(FetchError::TooLarge(limit)) => {
-            return Err(Error::MalformedChecksum {
-                url: shown,
-                problem: format!("larger than {limit} bytes"),
-            });
-        }
-        Err(FetchError::NotFound) => {
-            return Err(Error::MirrorNotFound {
-                url: shown,
-                version: version.to_string(),
-                arch,
-            });
-        }
-        Err(FetchError::Status(status)) => {
-            return Err(Error::MirrorStatus { url: shown, status });
-        }
-        Err(FetchError::Unreachable(message)) => {
-            return Err(Error::MirrorUnreachable {
-                url: shown,
-                message,
-            });
-        }
-    };
-    parse_sha256(&body).map_err(|problem| Error::MalformedChecksum {
+    let body = fetch_checksum(&checksum_url, |shown| Error::MirrorNotFound {
         url: shown,
+        version: version.to_string(),
+        arch,
+    })
+    .await?;
+    parse_sha256(&body).map_err(|problem| Error::MalformedChecksum {
+        url: redact_url(&checksum_url),
         problem,
     })
+}
+
+/// Fetches a checksum file (at most [`MAX_CHECKSUM_FILE`] bytes); a 404 is
+/// `not_found(<url, credentials redacted>)`.
+pub(crate) async fn fetch_checksum(
+    checksum_url: &str,
+    not_found: impl FnOnce(String) -> Error,
+) -> Result<Vec<u8>, Error> {
+    let shown = redact_url(checksum_url);
+    match fetch_limited(checksum_url, MAX_CHECKSUM_FILE).await {
+        Ok(body) => Ok(body),
+        Err(FetchError::TooLarge(limit)) => Err(Error::MalformedChecksum {
+            url: shown,
+            problem: format!("larger than {limit} bytes"),
+        }),
+        Err(FetchError::NotFound) => Err(not_found(shown)),
+        Err(FetchError::Status(status)) => Err(Error::MirrorStatus { url: shown, status }),
+        Err(FetchError::Unreachable(message)) => Err(Error::MirrorUnreachable {
+            url: shown,
+            message,
+        }),
+    }
+}
+
+/// The digest of `file` in a checksum file: a bare digest (crictl's
+/// `.sha256`), `<digest>  <file>` (`sha256sum` output: containerd's
+/// `.sha256sum`, the CNI plugins' `.sha256`), or a `sha256sum` listing of
+/// several files (runc's `runc.sha256sum`), where the line naming `file`
+/// counts. In lower case.
+pub fn sha256_for(body: &[u8], file: &str) -> Result<String, String> {
+    if u64::try_from(body.len()).unwrap_or(u64::MAX) > MAX_CHECKSUM_FILE {
+        return Err(format!("{} bytes, too large", body.len()));
+    }
+    let text = std::str::from_utf8(body).map_err(|_| "not text".to_string())?;
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let digest = match lines.as_slice() {
+        [] => return Err("empty".into()),
+        [only] if only.len() == 1 => only[0],
+        _ => lines
+            .iter()
+            .find(|w| {
+                w.len() == 2 && {
+                    // `*` marks binary mode; a path may lead the name.
+                    let name = w[1].trim_start_matches('*');
+                    name == file || name.rsplit('/').next() == Some(file)
+                }
+            })
+            .map(|w| w[0])
+            .ok_or_else(|| format!("no line for {file}"))?,
+    };
+    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "the digest has {} characters, not 64 hex digits",
+            digest.chars().count()
+        ));
+    }
+    Ok(digest.to_ascii_lowercase())
 }
 
 /// The digest in a `.sha256` file: 64 hex digits, then optionally
@@ -226,6 +267,51 @@ pub fn parse_sha256(body: &[u8]) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checksum_listings() {
+        let a = "a".repeat(64);
+        let b = "B".repeat(64);
+        // crictl: bare digest.
+        assert_eq!(
+            sha256_for(
+                format!("{a}\n").as_bytes(),
+                "crictl-v1.34.0-linux-amd64.tar.gz"
+            )
+            .unwrap(),
+            a
+        );
+        // containerd / CNI: one sha256sum line.
+        assert_eq!(
+            sha256_for(
+                format!("{a}  containerd-1.7.29-linux-amd64.tar.gz\n").as_bytes(),
+                "containerd-1.7.29-linux-amd64.tar.gz"
+            )
+            .unwrap(),
+            a
+        );
+        // runc: a listing; the named line counts, binary-mode `*` allowed.
+        let listing = format!("{a}  runc.arm64\n{b} *runc.amd64\n{a}  runc-1.3.3.tar.xz\n");
+        assert_eq!(
+            sha256_for(listing.as_bytes(), "runc.amd64").unwrap(),
+            "b".repeat(64)
+        );
+        assert!(
+            sha256_for(listing.as_bytes(), "runc.riscv64")
+                .unwrap_err()
+                .contains("no line for runc.riscv64")
+        );
+        // A line for another file is not accepted as this one's.
+        assert!(
+            sha256_for(
+                format!("{a}  other.tar.gz\n").as_bytes(),
+                "containerd.tar.gz"
+            )
+            .is_err()
+        );
+        assert!(sha256_for(b"", "x").is_err());
+        assert!(sha256_for(b"<html>not found</html>", "x").is_err());
+    }
 
     #[test]
     fn checksum_files() {

@@ -10,6 +10,10 @@
 //!   plus a kubelet unit for kubeadm ([`units`]);
 //! - `none`: leave whatever the image has.
 //!
+//! With the `mirror` source a joining node also gets the CNI reference
+//! plugins and crictl ([`releases`]); and any joining node without
+//! containerd gets containerd and runc ([`runtime`], `containerd.source`).
+//!
 //! Login nodes that do not join the cluster only get kubectl.
 //!
 //! This step runs first in its phase and puts its downloads first, so that a
@@ -17,8 +21,11 @@
 //! on the host changed.
 
 pub mod apt;
+pub mod credential_provider;
 mod error;
 pub mod mirror;
+pub mod releases;
+pub mod runtime;
 pub mod units;
 
 pub use self::error::Error;
@@ -89,7 +96,28 @@ pub async fn plan(cx: &Context<'_>) -> Result<StepPlan, Error> {
         PackageSource::Mirror => {
             let (version, _) = version(cx)?;
             mirror::plan(cx.host, &cx.config.packages, wanted, &version, &mut plan).await?;
+            if cx.identity.joins {
+                // What the apt source gets as kubelet's and kubeadm's
+                // dependencies (`kubernetes-cni`, `cri-tools`).
+                let arch = mirror::kubernetes_arch(std::env::consts::ARCH).ok_or(
+                    Error::UnsupportedArch {
+                        arch: std::env::consts::ARCH,
+                    },
+                )?;
+                let cfg = &cx.config.packages;
+                let base = cfg.release_mirror();
+                for release in [
+                    releases::cni_plugins(base, &cfg.cni_plugins_version, arch),
+                    releases::crictl(base, &cfg.crictl_version, arch),
+                ] {
+                    releases::plan(cx.host, cfg, &release, &mut plan).await?;
+                }
+            }
         }
+    }
+    if cx.identity.joins {
+        runtime::plan(cx, &mut plan).await?;
+        credential_provider::plan(cx.host, cx.config, &mut plan).await?;
     }
     Ok(plan)
 }
