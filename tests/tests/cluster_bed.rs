@@ -314,6 +314,21 @@ fn four_nodes_on_one_lan_prepare_in_parallel_and_leave_nothing() {
         "the recorder missed hpk8s"
     );
     assert!(!argv.saw(cluster_bed::SECRET_ACCESS_KEY));
+    // The mirror URL's password reached no argument list, and nothing hpk8s
+    // ran (kubeadm, systemctl, ctr, tar) got its AWS secret or the password.
+    assert!(!argv.saw(cluster_bed::MIRROR_PASSWORD));
+    for needle in [cluster_bed::SECRET_ACCESS_KEY, cluster_bed::MIRROR_PASSWORD] {
+        let leaked = argv.environ_matching(needle);
+        assert!(leaked.is_empty(), "{leaked:#?}");
+    }
+    assert!(
+        !argv.environ_matching("PATH=").is_empty(),
+        "the recorder saw no process run by hpk8s"
+    );
+    assert!(
+        bed.mirror().requests().iter().all(|r| r.authorized),
+        "the mirror's credentials were not used"
+    );
 
     // Drop leaves nothing behind.
     let netns: Vec<String> = bed

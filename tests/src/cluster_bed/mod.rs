@@ -90,6 +90,10 @@ pub const REGION: &str = "us-west-2";
 pub const ACCESS_KEY_ID: &str = "AKIAHPK8STESTBED0000";
 /// See [`ACCESS_KEY_ID`].
 pub const SECRET_ACCESS_KEY: &str = "hpk8s-test-bed-secret-access-key";
+/// User of the mirror URL's credentials.
+pub const MIRROR_USER: &str = "bed-mirror-user";
+/// Password of the mirror URL's credentials.
+pub const MIRROR_PASSWORD: &str = "hpk8s-bed-mirror-password";
 /// The API server's port on the controller.
 pub const API_PORT: u16 = 6443;
 /// Host numbers on the LAN: the controller, then workers from here on.
@@ -364,7 +368,12 @@ impl ClusterBedBuilder {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        let config_toml = self.config_toml(&bed.mirror.url())?;
+        // The mirror URL carries credentials, as a private mirror's does:
+        // they must reach no argument list, log or world-readable file.
+        let config_toml = self.config_toml(
+            &bed.mirror
+                .url_with_credentials(MIRROR_USER, MIRROR_PASSWORD),
+        )?;
 
         // Boot every node on a keeper thread of its own: nspawn dies with
         // the thread that started it, so that thread lives as long as the
@@ -934,13 +943,29 @@ impl ClusterBed {
         for line in logs.lines() {
             if line.starts_with("=== ") {
                 section = line.to_string();
-            } else if line.contains(secret) {
+            } else if line.contains(secret) || line.contains(MIRROR_PASSWORD) {
                 found.push(format!("log {section}"));
             }
         }
         found.dedup();
         if let Some(a) = argv {
             found.extend(a.matching(secret).into_iter().map(|l| format!("argv: {l}")));
+        }
+        // The mirror's credentials and hpk8s's AWS secret never appear in
+        // an argument list or in the environment of a command hpk8s ran.
+        if let Some(a) = argv {
+            found.extend(
+                a.matching(MIRROR_PASSWORD)
+                    .into_iter()
+                    .map(|l| format!("argv holds the mirror password: {l}")),
+            );
+            for needle in [SECRET_ACCESS_KEY, MIRROR_PASSWORD] {
+                found.extend(
+                    a.environ_matching(needle)
+                        .into_iter()
+                        .map(|l| format!("environment of `{l}` (run by hpk8s) holds a credential")),
+                );
+            }
         }
         for n in &self.nodes {
             for pattern in ["/etc/hpk8s/*", "/var/lib/hpk8s/*", "/var/lib/hpk8s/*/*"] {
