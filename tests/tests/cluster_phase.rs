@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use harness::kube_api::TestApiServer;
 use harness::kubeadm_stand_in::runner::StandInRunner;
@@ -25,7 +26,7 @@ use lifecycle::cluster::kubeadm;
 use lifecycle::cluster::phase;
 use lifecycle::cluster::rendezvous::{Rendezvous, TICKET_FILE};
 use lifecycle::config::Config;
-use lifecycle::host::{FixedInterfaces, Host};
+use lifecycle::host::{Cmd, CmdOutput, CommandError, CommandRunner, FixedInterfaces, Host};
 use lifecycle::identity::{self, NodeIdentity, Overrides};
 use serde_json::Value;
 
@@ -57,6 +58,8 @@ struct Bed {
 struct Node {
     root: tempfile::TempDir,
     host: Host,
+    /// Commands run so far.
+    commands: Arc<AtomicUsize>,
     config: Config,
     identity: NodeIdentity,
     rendezvous: Rendezvous,
@@ -136,13 +139,29 @@ rollout_timeout_secs = 0
     }
 
     async fn node_with(&self, address: &str, prepare_root: impl FnOnce(&Path)) -> Node {
+        self.node_failing_at(address, prepare_root, usize::MAX)
+            .await
+    }
+
+    /// A node whose `fail_at`-th command (0-based) fails with status 99.
+    async fn node_failing_at(
+        &self,
+        address: &str,
+        prepare_root: impl FnOnce(&Path),
+        fail_at: usize,
+    ) -> Node {
         let root = tempfile::tempdir().unwrap();
         prepare_root(root.path());
         let env = self.api.kubeadm_env(root.path()).unwrap();
         let address: IpAddr = address.parse().unwrap();
+        let commands = Arc::new(AtomicUsize::new(0));
         let host = Host::new(
             root.path(),
-            Arc::new(StandInRunner::new(root.path(), env)),
+            Arc::new(FailAt {
+                inner: StandInRunner::new(root.path(), env),
+                at: fail_at,
+                calls: commands.clone(),
+            }),
             Arc::new(FixedInterfaces(vec![address])),
         );
         let config = Config::parse(&self.config_toml(), Path::new("config.toml")).unwrap();
@@ -155,6 +174,7 @@ rollout_timeout_secs = 0
         Node {
             root,
             host,
+            commands,
             config,
             identity,
             rendezvous,
@@ -256,6 +276,86 @@ impl Node {
             }
         }
         out
+    }
+}
+
+/// The stand-in runner, with its `at`-th command failing (status 99).
+struct FailAt {
+    inner: StandInRunner,
+    at: usize,
+    calls: Arc<AtomicUsize>,
+}
+
+impl CommandRunner for FailAt {
+    fn run(&self, cmd: &Cmd) -> Result<CmdOutput, CommandError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == self.at {
+            return Ok(CmdOutput::failed(99, "injected failure"));
+        }
+        self.inner.run(cmd)
+    }
+}
+
+/// `admin.conf` is never removed or rewritten by hpk8s: whichever command
+/// of the controller's run fails, once kubeadm has written it, it is there
+/// afterwards (a kill at any point leaves it, since its mode is changed in
+/// place), and a clean re-run leaves it private.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_conf_is_present_after_a_failure_at_any_command() {
+    let bed = Bed::start().await;
+    // The controller alone: waiting for the workers ends after a second.
+    let alone = |mut node: Node| {
+        node.config.cluster.nodes_ready_timeout_secs = Some(1);
+        node
+    };
+    let clean = alone(bed.node(CONTROLLER).await);
+    let _ = clean.bootstrap().await;
+    let commands = clean.commands.load(Ordering::SeqCst);
+    assert!(
+        commands >= 2,
+        "expected kubeadm version and init, got {commands}"
+    );
+    let written = std::fs::read(clean.path(kubeadm::ADMIN_CONF)).unwrap();
+    assert_eq!(clean.mode(kubeadm::ADMIN_CONF), 0o600);
+
+    for k in 0..commands {
+        let bed = Bed::start().await;
+        let node = alone(bed.node_failing_at(CONTROLLER, |_| {}, k).await);
+        let first = node.bootstrap().await;
+        assert!(
+            first.is_err(),
+            "k={k}: the run went on past a failed command"
+        );
+        let existed = node.path(kubeadm::ADMIN_CONF).exists();
+        // An operator loosening it meanwhile, or kubeadm writing it 0644.
+        if existed {
+            std::fs::set_permissions(
+                node.path(kubeadm::ADMIN_CONF),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+        }
+        let node = Node {
+            host: Host::new(
+                node.root.path(),
+                Arc::new(StandInRunner::new(
+                    node.root.path(),
+                    bed.api.kubeadm_env(node.root.path()).unwrap(),
+                )),
+                Arc::new(FixedInterfaces(vec![CONTROLLER.parse().unwrap()])),
+            ),
+            ..node
+        };
+        let _ = node.bootstrap().await;
+        assert!(
+            node.path(kubeadm::ADMIN_CONF).exists(),
+            "k={k}: admin.conf is missing after a re-run (it existed: {existed})"
+        );
+        assert_eq!(node.mode(kubeadm::ADMIN_CONF), 0o600, "k={k}");
+        assert_eq!(
+            std::fs::read(node.path(kubeadm::ADMIN_CONF)).unwrap().len() > 0,
+            !written.is_empty(),
+            "k={k}"
+        );
     }
 }
 

@@ -483,6 +483,48 @@ async fn kubelet_directory_already_in_use_or_mounted_elsewhere_is_an_error() {
 }
 
 #[tokio::test]
+async fn a_store_directory_that_is_not_roots_alone_is_never_bind_mounted() {
+    let config = Config::default();
+    // A symlink planted where kubelet's directory would come from.
+    let root = FakeRoot::new().mount("/opt/dlami/nvme", "xfs", "/dev/md127");
+    let sim = Sim::new(root);
+    let host = sim.host();
+    let store = host.path("/opt/dlami/nvme");
+    std::fs::create_dir_all(&store).unwrap();
+    std::os::unix::fs::symlink("/etc", store.join("kubelet")).unwrap();
+    let identity = id(&host, &config).await;
+    let cx = cx_with(&host, &config, &identity);
+    let e = instance_store::plan(&cx).unwrap_err();
+    assert_eq!(e.kind(), "instance_store_directory_untrusted", "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("/opt/dlami/nvme/kubelet would be bind-mounted as /var/lib/kubelet")
+            && msg.contains("not a directory"),
+        "{msg}"
+    );
+
+    // A directory anyone may write.
+    std::fs::remove_file(store.join("kubelet")).unwrap();
+    std::fs::create_dir(store.join("kubelet")).unwrap();
+    std::fs::set_permissions(
+        store.join("kubelet"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let e = instance_store::plan(&cx).unwrap_err();
+    assert_eq!(e.kind(), "instance_store_directory_untrusted", "{e}");
+    assert!(e.to_string().contains("mode 0777"), "{e}");
+
+    // Root's own directory is used.
+    std::fs::set_permissions(
+        store.join("kubelet"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    instance_store::plan(&cx).unwrap();
+}
+
+#[tokio::test]
 async fn networking_applies_modules_sysctls_and_swap_then_plans_nothing() {
     let root = FakeRoot::new().swap("/swapfile");
     let sim = Sim::new(root);

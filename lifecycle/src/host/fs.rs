@@ -164,6 +164,7 @@ impl Host {
                 uid: m.uid(),
                 mode: m.mode() & 0o7777,
                 regular_file: m.file_type().is_file(),
+                directory: m.file_type().is_dir(),
             })
     }
 
@@ -443,6 +444,8 @@ pub struct Ownership {
     pub mode: u32,
     /// A regular file (not a symlink, directory or device).
     pub regular_file: bool,
+    /// A directory (not a symlink to one).
+    pub directory: bool,
 }
 
 impl Ownership {
@@ -450,6 +453,12 @@ impl Ownership {
     /// neither group nor others may write.
     pub fn writable_only_by(&self, uid: u32) -> bool {
         self.regular_file && self.uid == uid && self.mode & 0o022 == 0
+    }
+
+    /// A directory (not a symlink) of `uid` that neither group nor others
+    /// may write.
+    pub fn private_directory_of(&self, uid: u32) -> bool {
+        self.directory && self.uid == uid && self.mode & 0o022 == 0
     }
 }
 

@@ -66,6 +66,21 @@ pub enum Error {
         /// The config key that asks for the move.
         key: &'static str,
     },
+    /// The store's directory that would be bind-mounted is not one only
+    /// root controls (a symlink, another owner, writable by others).
+    #[error(
+        "{path} would be bind-mounted as {dir} but {reason}; remove it (hpk8s creates it) or set instance_store.{key} = false"
+    )]
+    UntrustedDirectory {
+        /// The directory on the store.
+        path: PathBuf,
+        /// Where it would be mounted.
+        dir: &'static str,
+        /// What is wrong.
+        reason: String,
+        /// The config key that asks for the move.
+        key: &'static str,
+    },
     /// The directory to move has mounts inside it (running pods' volumes).
     #[error(
         "{path} has file systems mounted inside it ({inner}); drain the node and reboot before moving it onto the instance store, or set instance_store.{key} = false"
@@ -117,6 +132,7 @@ classify!(Error {
     RaidScan { .. } => Host "raid_scan_failed";
     ForeignArray { .. } => Refused "foreign_raid_array";
     ForeignMount { .. } => Refused "foreign_mount";
+    UntrustedDirectory { .. } => Refused "instance_store_directory_untrusted";
     Busy { .. } => Refused "directory_busy";
     InvalidPath { .. } => Config "instance_store_path_invalid";
     InvalidRaidName { .. } => Config "raid_name_invalid";

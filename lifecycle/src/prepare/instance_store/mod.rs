@@ -492,6 +492,34 @@ fn plan_moves(cx: &Context<'_>, store: &Path, plan: &mut StepPlan) -> Result<(),
         ));
     }
     let mut starts = Vec::new();
+    // What is bind-mounted over kubelet's directory must be root's alone:
+    // a symlink planted there (by whoever could write the store before
+    // hpk8s ran) would redirect kubelet's state anywhere.
+    let owner = if host.is_live() || nix::unistd::geteuid().is_root() {
+        0
+    } else {
+        nix::unistd::geteuid().as_raw()
+    };
+    for mv in &todo {
+        let target = store.join(mv.subdir);
+        if let Some(o) = host.ownership(&target)
+            && !o.private_directory_of(owner)
+        {
+            let reason = if !o.directory {
+                "it is not a directory (a symlink or a file)".to_string()
+            } else if o.uid != owner {
+                format!("it belongs to uid {}, not {owner}", o.uid)
+            } else {
+                format!("group or others may write it (mode {:04o})", o.mode)
+            };
+            return Err(Error::UntrustedDirectory {
+                path: target,
+                dir: mv.dir,
+                reason,
+                key: mv.key,
+            });
+        }
+    }
     for (mv, copy) in todo.iter().zip(copies) {
         let target = store.join(mv.subdir);
         if !host.exists(&target) {
