@@ -486,6 +486,10 @@ pub struct ClusterConfig {
     /// seconds. Default: unset, meaning 10 minutes plus 1 second per
     /// expected node.
     pub nodes_ready_timeout_secs: Option<u64>,
+    /// Longest time one Kubernetes API request may take, seconds (an API
+    /// server that accepts connections and never answers becomes an error
+    /// or a retry, never a hang). Default 30.
+    pub api_timeout_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -499,6 +503,7 @@ impl Default for ClusterConfig {
             gpu_taint: false,
             control_plane_endpoint: None,
             nodes_ready_timeout_secs: None,
+            api_timeout_secs: 30,
         }
     }
 }
@@ -850,6 +855,13 @@ impl Config {
                 self.cluster.nodes_ready_timeout_secs.unwrap_or(1),
                 1,
                 7 * DAY,
+                "s",
+            ),
+            (
+                "cluster.api_timeout_secs",
+                self.cluster.api_timeout_secs,
+                1,
+                600,
                 "s",
             ),
             (

@@ -360,6 +360,38 @@ async fn admin_conf_is_present_after_a_failure_at_any_command() {
     }
 }
 
+/// An API server that accepts connections and never answers: a run fails
+/// at the request deadline with the server named, instead of hanging, and
+/// the next run, with the server answering again, succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_api_server_fails_the_run_at_its_deadline_and_the_next_run_recovers() {
+    lifecycle::kube::client::set_call_deadline(std::time::Duration::from_secs(1));
+    let bed = Bed::start().await;
+    let controller = formed(&bed).await;
+    bed.api.inject_fault(
+        "/",
+        harness::kube_api::FaultKind::Delay(std::time::Duration::from_secs(3600)),
+        100_000,
+    );
+    let started = std::time::Instant::now();
+    let err = controller.bootstrap().await.unwrap_err();
+    let took = started.elapsed();
+    let msg = err.to_string();
+    eprintln!("stalled run failed after {took:?}: [{}] {msg}", err.kind());
+    assert!(
+        msg.contains(&format!(
+            "the API server https://127.0.0.1:{}/ did not answer within 1 s",
+            bed.port
+        )),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
+    assert!(took < std::time::Duration::from_secs(120), "{took:?}");
+
+    bed.api.clear_faults();
+    controller.bootstrap().await.unwrap();
+}
+
 fn node_json(api: &TestApiServer, name: &str) -> Value {
     api.get_json("nodes", "", name)
         .unwrap_or_else(|| panic!("node {name} is not registered"))

@@ -27,6 +27,9 @@ impl Local {
                 Config::load(&host_path, false)?
             }
         };
+        lifecycle::kube::client::set_call_deadline(std::time::Duration::from_secs(
+            config.cluster.api_timeout_secs,
+        ));
         let host = Host::new(
             &cli.root,
             Arc::new(SystemRunner::new(&cli.root)),

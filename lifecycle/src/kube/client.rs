@@ -19,8 +19,35 @@ pub const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
 
 /// Longest time to set up a connection to the API server.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest time one request (not a watch) may take, retries included.
+/// Longest time one request (not a watch) may take, retries included,
+/// unless `cluster.api_timeout_secs` says otherwise ([`set_call_deadline`]).
 pub const CALL_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The deadline in force, in milliseconds (one per process: an hpk8s
+/// process talks to one cluster).
+static CALL_DEADLINE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(30_000);
+/// The API server the last client was built for, for messages.
+static ENDPOINT: std::sync::RwLock<String> = std::sync::RwLock::new(String::new());
+
+/// Sets the per-request deadline (`cluster.api_timeout_secs`).
+pub fn set_call_deadline(deadline: Duration) {
+    let ms = u64::try_from(deadline.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    CALL_DEADLINE_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The per-request deadline in force.
+pub fn call_deadline() -> Duration {
+    Duration::from_millis(CALL_DEADLINE_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+fn endpoint() -> String {
+    ENDPOINT
+        .read()
+        .map(|e| e.clone())
+        .unwrap_or_else(|e| e.into_inner().clone())
+}
 
 /// Why no client could be built.
 #[derive(Debug, thiserror::Error)]
@@ -78,23 +105,30 @@ pub async fn from_kubeconfig(path: &Path, shown: &Path) -> Result<Client, Client
             .await
             .map_err(|e| bad(e.to_string()))?;
     config.connect_timeout = Some(CONNECT_TIMEOUT);
+    let url = crate::values::url::redact_url(&config.cluster_url.to_string());
+    match ENDPOINT.write() {
+        Ok(mut e) => *e = url,
+        Err(e) => *e.into_inner() = url,
+    }
     Client::try_from(config).map_err(|e| bad(e.to_string()))
 }
 
-/// Runs one API request (not a watch) with [`CALL_DEADLINE`]: an API
+/// Runs one API request (not a watch) with [`call_deadline`]: an API
 /// server that accepts the connection and never answers becomes an error
 /// the caller retries or reports (a transient one: see
 /// [`super::errors::is_transient`]), never a hang.
 pub async fn timed<T>(
     call: impl std::future::Future<Output = Result<T, ::kube::Error>>,
 ) -> Result<T, ::kube::Error> {
-    match tokio::time::timeout(CALL_DEADLINE, call).await {
+    let deadline = call_deadline();
+    match tokio::time::timeout(deadline, call).await {
         Ok(result) => result,
         Err(_) => Err(::kube::Error::Service(Box::new(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             format!(
-                "the API server did not answer within {} s",
-                CALL_DEADLINE.as_secs()
+                "the API server {} did not answer within {} (cluster.api_timeout_secs)",
+                endpoint(),
+                crate::values::time::human(deadline)
             ),
         )))),
     }

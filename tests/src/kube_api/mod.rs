@@ -314,6 +314,11 @@ impl TestApiServer {
         });
     }
 
+    /// Disarms every injected fault (the server answers again).
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
+    }
+
     /// How many injected fault hits are still armed.
     pub fn armed_faults(&self) -> usize {
         lock(&self.shared.faults).iter().map(|f| f.remaining).sum()
