@@ -111,6 +111,33 @@ pub struct Config {
     pub rendezvous: RendezvousConfig,
     /// Cluster addons: flannel, device plugins, extra manifests.
     pub addons: AddonsConfig,
+    /// Per-group settings by group name (HyperPod instance groups, static
+    /// groups, EC2 groups alike): labels, taints, elastic sizes.
+    pub groups: BTreeMap<String, GroupConfig>,
+}
+
+/// `[groups.<name>]`: what every node of one group gets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Labels of the group's nodes. Those NodeRestriction lets a kubelet set
+    /// are registration labels; the others (under `kubernetes.io`/`k8s.io`)
+    /// are applied by the controller. Default none.
+    pub labels: BTreeMap<String, String>,
+    /// Taints at registration, `key[=value]:Effect` (Effect `NoSchedule`,
+    /// `PreferNoSchedule` or `NoExecute`). The built-in device plugins
+    /// tolerate them. Default none.
+    pub taints: Vec<String>,
+    /// Elastic groups (`identity.source = "ec2"`): Ready nodes of this
+    /// group the controller's bootstrap waits for. Default 0.
+    pub min_nodes: u32,
+    /// Elastic groups: the most nodes it scales to, counted when the pod
+    /// network is sized. Default: `min_nodes`.
+    pub max_nodes: Option<u32>,
+    /// Elastic groups: the controller's agent deletes a Node of this group
+    /// NotReady for this long (an instance gone without a clean shutdown),
+    /// a few at a time. Default: unset, never.
+    pub remove_not_ready_after_secs: Option<u64>,
 }
 
 /// Where the cluster topology comes from.
@@ -127,6 +154,9 @@ pub enum IdentitySource {
     Static,
     /// A single-node cluster made of this machine.
     Local,
+    /// Self-managed EC2 groups (autoscaling, spot): this node's facts from
+    /// IMDSv2, its role and group from `[node]`, no list of other nodes.
+    Ec2,
 }
 
 /// `[identity]`
@@ -158,6 +188,10 @@ pub struct IdentityConfig {
     pub cluster_name: Option<String>,
     /// Static topology (self-managed EC2, Vagrant): one entry per node.
     pub nodes: Vec<StaticNode>,
+    /// `source = "ec2"`: the controllers' addresses (workers accept join
+    /// tickets naming them; the controller waits for them). Default none:
+    /// `cluster.control_plane_endpoint` must then name the API server.
+    pub controllers: Vec<IpAddr>,
 }
 
 impl Default for IdentityConfig {
@@ -173,6 +207,7 @@ impl Default for IdentityConfig {
             imds_timeout_ms: 1000,
             cluster_name: None,
             nodes: Vec::new(),
+            controllers: Vec::new(),
         }
     }
 }
@@ -204,6 +239,12 @@ pub struct NodeConfig {
     /// This node's address, when automatic matching of interface addresses
     /// against the inventory is ambiguous (several inventory addresses here).
     pub address: Option<IpAddr>,
+    /// `identity.source = "ec2"`: this node's role (`controller`, `worker`
+    /// or `login`). Required there; other sources take it from the inventory.
+    pub role: Option<String>,
+    /// `identity.source = "ec2"`: this node's group (a key of `[groups]`).
+    /// Required there.
+    pub group: Option<String>,
 }
 
 /// `[kubernetes]`

@@ -35,6 +35,49 @@ pub struct Hardware {
     pub nvidia_gpus: u32,
     /// EFA adapters.
     pub efa_devices: u32,
+    /// PCI device id of the first NVIDIA GPU (the model), when there is one.
+    pub gpu_device_id: Option<u32>,
+}
+
+/// A GPU model's names in node labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuModel {
+    /// `nvidia.com/gpu.product`, as NVIDIA's GPU feature discovery writes
+    /// it (the NVML name with `-` for spaces).
+    pub product: &'static str,
+    /// `k8s.amazonaws.com/accelerator`, the label the cluster autoscaler's
+    /// AWS provider reads to scale GPU groups from zero.
+    pub accelerator: &'static str,
+}
+
+/// GPUs of AWS instance families: PCI device id, instance family, names.
+const GPU_MODELS: [(u32, &str, GpuModel); 11] = [
+    (0x2330, "p5", GpuModel { product: "NVIDIA-H100-80GB-HBM3", accelerator: "nvidia-h100" }),
+    (0x2335, "p5e", GpuModel { product: "NVIDIA-H200", accelerator: "nvidia-h200" }),
+    (0x2335, "p5en", GpuModel { product: "NVIDIA-H200", accelerator: "nvidia-h200" }),
+    (0x20b0, "p4d", GpuModel { product: "NVIDIA-A100-SXM4-40GB", accelerator: "nvidia-tesla-a100" }),
+    (0x20b2, "p4de", GpuModel { product: "NVIDIA-A100-SXM4-80GB", accelerator: "nvidia-a100-80gb" }),
+    (0x2237, "g5", GpuModel { product: "NVIDIA-A10G", accelerator: "nvidia-a10g" }),
+    (0x27b8, "g6", GpuModel { product: "NVIDIA-L4", accelerator: "nvidia-l4" }),
+    (0x26b9, "g6e", GpuModel { product: "NVIDIA-L40S", accelerator: "nvidia-l40s" }),
+    (0x1eb8, "g4dn", GpuModel { product: "Tesla-T4", accelerator: "nvidia-tesla-t4" }),
+    (0x1db1, "p3", GpuModel { product: "Tesla-V100-SXM2-16GB", accelerator: "nvidia-tesla-v100" }),
+    (0x2901, "p6-b200", GpuModel { product: "NVIDIA-B200", accelerator: "nvidia-b200" }),
+];
+
+/// The GPU model, from the PCI device id when known, else from the instance
+/// type's family (`p5.48xlarge` → `p5`).
+pub fn gpu_model(device_id: Option<u32>, instance_type: Option<&str>) -> Option<GpuModel> {
+    if let Some(id) = device_id
+        && let Some((_, _, m)) = GPU_MODELS.iter().find(|(d, _, _)| *d == id)
+    {
+        return Some(*m);
+    }
+    let family = instance_type?.trim_start_matches("ml.").split('.').next()?;
+    GPU_MODELS
+        .iter()
+        .find(|(_, f, _)| *f == family)
+        .map(|(_, _, m)| *m)
 }
 
 /// One PCI function's identifying registers.
@@ -55,6 +98,7 @@ impl Hardware {
             match f.vendor {
                 Some(VENDOR_NVIDIA) if f.class.is_some_and(|c| c >> 16 == CLASS_DISPLAY) => {
                     hw.nvidia_gpus += 1;
+                    hw.gpu_device_id = hw.gpu_device_id.or(f.device);
                 }
                 Some(VENDOR_AMAZON) if f.device.is_some_and(|d| EFA_DEVICE_IDS.contains(&d)) => {
                     efa_pci += 1;
@@ -98,6 +142,20 @@ fn read_hex(host: &Host, path: &Path) -> Result<Option<u32>, FsError> {
 }
 
 #[cfg(test)]
+mod gpu_model_tests {
+    use super::*;
+
+    #[test]
+    fn gpu_models_by_device_then_family() {
+        assert_eq!(gpu_model(Some(0x2330), None).unwrap().product, "NVIDIA-H100-80GB-HBM3");
+        assert_eq!(gpu_model(None, Some("ml.g5.8xlarge")).unwrap().accelerator, "nvidia-a10g");
+        assert_eq!(gpu_model(Some(0x9999), Some("p4de.24xlarge")).unwrap().product, "NVIDIA-A100-SXM4-80GB");
+        assert!(gpu_model(Some(0x9999), Some("m5.large")).is_none());
+        assert!(gpu_model(None, None).is_none());
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::host::{FixedInterfaces, ScriptedRunner};
@@ -134,7 +192,8 @@ mod tests {
             hw,
             Hardware {
                 nvidia_gpus: 2,
-                efa_devices: 1
+                efa_devices: 1,
+                gpu_device_id: Some(0x2330),
             }
         );
     }

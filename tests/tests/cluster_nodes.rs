@@ -263,7 +263,7 @@ async fn labels_are_applied_once_and_kubectl_sees_them() {
         .await
         .unwrap();
     assert_eq!(
-        nodes::apply_controller_labels(&client, &report)
+        nodes::apply_controller_labels(&client, &report, &Default::default())
             .await
             .unwrap(),
         4
@@ -308,7 +308,7 @@ async fn labels_are_applied_once_and_kubectl_sees_them() {
     // A second run changes nothing and sends no PATCH.
     api.clear_requests();
     assert_eq!(
-        nodes::apply_controller_labels(&client, &report)
+        nodes::apply_controller_labels(&client, &report, &Default::default())
             .await
             .unwrap(),
         0
@@ -403,7 +403,7 @@ async fn nodes_joining_later_are_labelled_by_the_agent() {
     let agent = {
         let client = client.clone();
         tokio::spawn(async move {
-            label_joining_nodes(&client, async {
+            label_joining_nodes(&client, Default::default(), async {
                 let _ = stopped.await;
             })
             .await
@@ -437,7 +437,7 @@ async fn nodes_joining_later_are_labelled_by_the_agent() {
     })
     .await;
     assert_eq!(
-        controller_labels(&labels_of(&api, "late-cp"), None),
+        controller_labels(&labels_of(&api, "late-cp"), None, &Default::default()),
         BTreeMap::from([(INSTANCE_GROUP.to_string(), "ctrl".to_string())])
     );
     assert!(!labels_of(&api, "late-cp").contains_key(ROLE_WORKER));
@@ -521,7 +521,7 @@ async fn expected_nodes_are_the_inventory_nodes_that_join() {
     assert_eq!(expected.len(), 4);
     assert_eq!(expected[3].role, Role::Login);
     assert_eq!(
-        controller_labels(&BTreeMap::new(), Some(&expected[3]))[ROLE_WORKER],
+        controller_labels(&BTreeMap::new(), Some(&expected[3]), &Default::default())[ROLE_WORKER],
         ""
     );
 

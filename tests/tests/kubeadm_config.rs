@@ -126,6 +126,7 @@ fn identity(role: Role) -> NodeIdentity {
                 }
             })
             .collect(),
+        elastic_groups: Vec::new(),
     }
 }
 
@@ -133,6 +134,7 @@ fn p5() -> Hardware {
     Hardware {
         nvidia_gpus: 8,
         efa_devices: 32,
+        gpu_device_id: Some(0x2330),
     }
 }
 
@@ -422,11 +424,17 @@ fn worker_document_has_what_kubeadm_join_reads() {
             (labels::GPU_COUNT, "8"),
             (labels::EFA_PRESENT, "true"),
             (labels::LIFECYCLE, "spot"),
+            (labels::REGION, "us-west-2"),
+            (labels::ZONE, "us-west-2b"),
+            (labels::GPU_PRODUCT, "NVIDIA-H100-80GB-HBM3"),
+            (labels::ACCELERATOR, "nvidia-h100"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         assert_eq!(labels, want);
+        // The AWS cloud provider's id, which the cluster autoscaler maps by.
+        assert_eq!(kubelet_args["provider-id"], "aws:///us-west-2b/i-0f00dfeed0000beef");
     }
 }
 
@@ -455,8 +463,14 @@ fn node_may_set(label: &str) -> bool {
 
 #[test]
 fn registration_labels_are_only_ones_a_node_may_set_on_itself() {
-    let labels = kubeadm_config::node_labels(&identity(Role::Worker), &p5()).unwrap();
-    assert_eq!(labels.len(), 7, "{labels:?}");
+    let labels =
+        kubeadm_config::node_labels(&identity(Role::Worker), &p5(), &Config::default()).unwrap();
+    // type, group, id, region, zone, gpu present/count/product, accelerator,
+    // EFA, lifecycle.
+    assert_eq!(labels.len(), 11, "{labels:?}");
+    assert_eq!(labels[labels::GPU_PRODUCT], "NVIDIA-H100-80GB-HBM3");
+    assert_eq!(labels[labels::ACCELERATOR], "nvidia-h100");
+    assert_eq!(labels[labels::ZONE], "us-west-2b");
     for name in labels.keys() {
         assert!(node_may_set(name), "{name} is forbidden to the node itself");
     }

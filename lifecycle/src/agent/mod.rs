@@ -62,7 +62,11 @@ async fn run_controller(
         DEFAULT_GRACE,
         shutdown.clone(),
     );
-    let labelling = node_labels::label_joining_nodes(client, shutdown);
+    let labelling = node_labels::label_joining_nodes(
+        client,
+        crate::cluster::nodes::group_labels(cx.config),
+        shutdown,
+    );
     let (rotated, labelled) = tokio::join!(rotation, labelling);
     tracing::info!(labelled, "agent stopped");
     Ok(rotated?)

@@ -18,7 +18,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::cluster::nodes::NodesError;
-use crate::cluster::nodes::inventory::{NodeView, controller_labels};
+use crate::cluster::nodes::inventory::{GroupLabels, NodeView, controller_labels};
 use crate::cluster::nodes::labelling::{missing_labels, patch_labels};
 use crate::cluster::nodes::watch::resilient_node_events;
 
@@ -27,6 +27,7 @@ pub const RELABEL_EVERY: Duration = Duration::from_secs(30);
 
 struct Shared {
     client: Client,
+    groups: GroupLabels,
     labelled: AtomicUsize,
 }
 
@@ -36,10 +37,12 @@ struct Shared {
 /// nothing here ends the agent. Returns how many nodes it labelled.
 pub async fn label_joining_nodes(
     client: &Client,
+    groups: GroupLabels,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> usize {
     let shared = Arc::new(Shared {
         client: client.clone(),
+        groups,
         labelled: AtomicUsize::new(0),
     });
     let (store, writer) = reflector::store::<Node>();
@@ -87,7 +90,10 @@ async fn reconcile(node: Arc<Node>, shared: Arc<Shared>) -> Result<Action, Nodes
     if !view.ready {
         return Ok(Action::await_change());
     }
-    let missing = missing_labels(&view.labels, &controller_labels(&view.labels, None));
+    let missing = missing_labels(
+        &view.labels,
+        &controller_labels(&view.labels, None, &shared.groups),
+    );
     if missing.is_empty() {
         return Ok(Action::await_change());
     }

@@ -84,7 +84,7 @@ pub enum ClusterConfigError {
     )]
     InvalidLabelValue {
         /// The label name.
-        label: &'static str,
+        label: String,
         /// The offending value.
         value: String,
         /// Where it came from (`instance group`, `instance type`, …).
@@ -327,21 +327,24 @@ impl fmt::Debug for Rendered {
 }
 
 /// The labels this node sets on itself at registration (kubelet
-/// `--node-labels`): only names NodeRestriction allows a node to set.
+/// `--node-labels`): only names NodeRestriction allows a node to set. Its
+/// group's other labels are the controller's to apply
+/// ([`group_labels_for_the_controller`]).
 pub fn node_labels(
     identity: &NodeIdentity,
     hardware: &Hardware,
-) -> Result<BTreeMap<&'static str, String>> {
+    config: &Config,
+) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
-    let mut put = |label: &'static str, value: String, source_field: &'static str| {
+    let mut put = |label: &str, value: String, source_field: &'static str| {
         if !valid_label_value(&value) {
             return Err(ClusterConfigError::InvalidLabelValue {
-                label,
+                label: label.to_string(),
                 value,
                 source_field,
             });
         }
-        out.insert(label, value);
+        out.insert(label.to_string(), value);
         Ok(())
     };
     if let Some(t) = &identity.instance_type {
@@ -355,6 +358,12 @@ pub fn node_labels(
     if let Some(id) = &identity.instance_id {
         put(labels::INSTANCE_ID, id.clone(), "instance id")?;
     }
+    if let Some(region) = &identity.region {
+        put(labels::REGION, region.clone(), "instance metadata")?;
+    }
+    if let Some(zone) = &identity.availability_zone {
+        put(labels::ZONE, zone.clone(), "instance metadata")?;
+    }
     if hardware.nvidia_gpus > 0 {
         put(labels::GPU_PRESENT, "true".into(), "PCI devices")?;
         put(
@@ -362,6 +371,12 @@ pub fn node_labels(
             hardware.nvidia_gpus.to_string(),
             "PCI devices",
         )?;
+        if let Some(model) =
+            crate::hardware::gpu_model(hardware.gpu_device_id, identity.instance_type.as_deref())
+        {
+            put(labels::GPU_PRODUCT, model.product.into(), "PCI devices")?;
+            put(labels::ACCELERATOR, model.accelerator.into(), "PCI devices")?;
+        }
     }
     if hardware.efa_devices > 0 {
         put(labels::EFA_PRESENT, "true".into(), "PCI devices")?;
@@ -373,7 +388,56 @@ pub fn node_labels(
         };
         put(labels::LIFECYCLE, v.into(), "instance metadata")?;
     }
+    // The group's own labels win over the defaults above.
+    if let Some(group) = config.groups.get(&identity.group) {
+        for (key, value) in &group.labels {
+            if crate::values::label::kubelet_may_set(key) {
+                put(key, value.clone(), "groups.<name>.labels")?;
+            }
+        }
+    }
     Ok(out)
+}
+
+/// The labels of `group` a kubelet may not set on itself (under
+/// `kubernetes.io`/`k8s.io`, e.g. `node-role.kubernetes.io/gpu`): the
+/// controller applies them when the node is Ready.
+pub fn group_labels_for_the_controller(config: &Config, group: &str) -> BTreeMap<String, String> {
+    config
+        .groups
+        .get(group)
+        .map(|g| {
+            g.labels
+                .iter()
+                .filter(|(k, _)| !crate::values::label::kubelet_may_set(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Taints this node registers with: its group's (`[groups.<name>] taints`)
+/// and, on GPU workers with `cluster.gpu_taint`, `nvidia.com/gpu=true:NoSchedule`.
+pub fn node_taints(
+    identity: &NodeIdentity,
+    config: &Config,
+    hardware: &Hardware,
+) -> Vec<crate::values::taint::Taint> {
+    use crate::values::taint::{Effect, Taint};
+    let mut out: Vec<Taint> = config
+        .groups
+        .get(&identity.group)
+        .map(|g| g.taints.iter().filter_map(|t| Taint::parse(t).ok()).collect())
+        .unwrap_or_default();
+    let gpu_worker = identity.role != Role::Controller && hardware.nvidia_gpus > 0;
+    if config.cluster.gpu_taint && gpu_worker && !out.iter().any(|t| t.key == labels::GPU_TAINT_KEY) {
+        out.push(Taint {
+            key: labels::GPU_TAINT_KEY.into(),
+            value: "true".into(),
+            effect: Effect::NoSchedule,
+        });
+    }
+    out
 }
 
 /// Renders `kubeadm init --config` documents for the controller:
@@ -566,21 +630,23 @@ fn node_registration(
             name: identity.node_name.clone(),
         });
     }
-    let labels = node_labels(identity, hardware)?
+    let labels = node_labels(identity, hardware, config)?
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    // Registration is the only moment a node may taint itself; the
-    // controller keeps kubeadm's default control-plane taint (taints unset).
-    let gpu_worker = identity.role != Role::Controller && hardware.nvidia_gpus > 0;
-    let taints = (config.cluster.gpu_taint && gpu_worker).then(|| {
-        vec![Taint {
-            key: labels::GPU_TAINT_KEY,
-            value: "true",
-            effect: "NoSchedule",
-        }]
-    });
+    // Registration is the only moment a node may taint itself. The
+    // controller keeps kubeadm's default control-plane taint when its group
+    // sets none (taints unset).
+    let taints: Vec<Taint> = node_taints(identity, config, hardware)
+        .into_iter()
+        .map(|t| Taint {
+            key: t.key,
+            value: t.value,
+            effect: t.effect.as_str(),
+        })
+        .collect();
+    let taints = (!taints.is_empty()).then_some(taints);
     Ok(NodeRegistration {
         name: identity.node_name.clone(),
         cri_socket: format!("{CRI_SCHEME}{}", config.containerd.socket.display()),
@@ -593,6 +659,11 @@ fn node_registration(
                     ("node-labels", labels),
                 ],
             );
+            // The AWS cloud provider's id: the cluster autoscaler and
+            // hpk8s's operator commands map Nodes to instances by it.
+            if let Some(id) = identity.provider_id() {
+                args.args.insert("provider-id", id);
+            }
             // Prepare installed the provider and its config (ECR images).
             if credential_provider::enabled(config, hardware) {
                 args.args.extend([
@@ -682,15 +753,9 @@ fn valid_node_name(s: &str) -> bool {
     valid_dns_name(s) && !s.bytes().any(|b| b.is_ascii_uppercase())
 }
 
-/// A label value: empty, or up to 63 of `[A-Za-z0-9-_.]` starting and
-/// ending alphanumeric.
+/// A label value (see [`crate::values::label::valid_value`]).
 fn valid_label_value(s: &str) -> bool {
-    let edge = |b: Option<u8>| b.is_none_or(|b| b.is_ascii_alphanumeric());
-    s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && edge(s.bytes().next())
-        && edge(s.bytes().last())
+    crate::values::label::valid_value(s)
 }
 
 /// `sha256:` and 64 hex digits.
@@ -788,8 +853,9 @@ struct NodeRegistration {
 
 #[derive(Serialize)]
 struct Taint {
-    key: &'static str,
-    value: &'static str,
+    key: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    value: String,
     effect: &'static str,
 }
 

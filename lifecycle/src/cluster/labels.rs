@@ -13,6 +13,15 @@ pub const LIFECYCLE: &str = "node.kubernetes.io/lifecycle";
 pub const INSTANCE_GROUP: &str = "hpk8s.io/instance-group";
 /// The EC2 instance id, for mapping Nodes back to instances.
 pub const INSTANCE_ID: &str = "hpk8s.io/instance-id";
+/// Region (allowed to the node itself).
+pub const REGION: &str = "topology.kubernetes.io/region";
+/// Availability zone (allowed to the node itself).
+pub const ZONE: &str = "topology.kubernetes.io/zone";
+/// GPU model as NVIDIA's GPU feature discovery names it.
+pub const GPU_PRODUCT: &str = "nvidia.com/gpu.product";
+/// GPU model label the cluster autoscaler's AWS provider reads (it scales
+/// GPU groups from zero by it).
+pub const ACCELERATOR: &str = "k8s.amazonaws.com/accelerator";
 /// `true` on nodes with NVIDIA GPUs (the NVIDIA device plugin selects on it).
 pub const GPU_PRESENT: &str = "nvidia.com/gpu.present";
 /// Number of NVIDIA GPUs the node has.

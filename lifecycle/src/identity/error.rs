@@ -187,6 +187,26 @@ pub enum IdentityError {
         /// Last failure (time-out, connection refused, HTTP 5xx).
         reason: String,
     },
+    /// `identity.source = "ec2"` lacks a setting it needs.
+    #[error("{key}: {message}")]
+    ElasticConfig {
+        /// The config key.
+        key: &'static str,
+        /// What is missing or wrong, and what to do.
+        message: String,
+    },
+    /// `identity.source = "ec2"` needs IMDS for facts the config does not give.
+    #[error(
+        "identity.source = \"ec2\" needs this instance's {missing} from IMDS, but {reason}; run on EC2 with IMDSv2 enabled, set identity.imds_endpoint, or set {keys} in the config"
+    )]
+    ElasticNeedsImds {
+        /// The facts missing (`address and node name`).
+        missing: String,
+        /// Why IMDS gave none.
+        reason: String,
+        /// The config keys that would give them.
+        keys: String,
+    },
     /// IMDS answered, but not as IMDSv2 should.
     #[error("EC2 instance metadata service at {endpoint}: {problem}")]
     ImdsProtocol {
@@ -219,6 +239,8 @@ classify!(IdentityError {
     NoStaticController {} => Config "static_controller_missing";
     ImdsUnreachable { .. } => Unavailable "imds_unreachable";
     ImdsProtocol { .. } => Precondition "imds_protocol";
+    ElasticConfig { .. } => Config "elastic_config_incomplete";
+    ElasticNeedsImds { .. } => Unavailable "imds_required";
 });
 
 #[cfg(test)]

@@ -68,5 +68,6 @@ pub fn identity(host: &Host, config: &Config) -> Result<NodeIdentity, IdentityEr
         }],
         node_addresses: vec![address],
         peers: vec![peer],
+        elastic_groups: Vec::new(),
     })
 }

@@ -10,6 +10,7 @@
 pub mod address;
 pub mod arn;
 pub mod ec2;
+pub mod elastic;
 mod error;
 pub mod hyperpod;
 pub mod imds;
@@ -25,7 +26,8 @@ use std::time::Duration;
 pub use error::IdentityError;
 pub use imds::{ImdsClient, InstanceFacts, RetryPolicy};
 pub use node::{
-    ClusterIdentity, GroupSummary, Lifecycle, NodeIdentity, Peer, Role, TopologySource, strip_ml,
+    ClusterIdentity, ElasticGroup, GroupSummary, Lifecycle, NodeIdentity, Peer, Role,
+    TopologySource, strip_ml,
 };
 
 use crate::config::{Config, IdentitySource};
@@ -80,6 +82,9 @@ pub async fn resolve_with(
     config: &Config,
     overrides: &Overrides,
 ) -> Result<NodeIdentity, IdentityError> {
+    if config.identity.source == IdentitySource::Ec2 {
+        return elastic::identity(host, config, overrides).await;
+    }
     let mut id = topology_identity(host, config, overrides)?;
     if let Some(endpoint) = imds_endpoint(host, config, &overrides.ec2_imds_endpoint) {
         let timeout = Duration::from_millis(config.identity.imds_timeout_ms.max(1));
@@ -138,6 +143,11 @@ fn topology_identity(
     let static_identity = || static_topology::topology(&config.identity)?.identify(host, config);
     match config.identity.source {
         IdentitySource::Static => static_identity(),
+        // Resolved before the topology (it needs IMDS first).
+        IdentitySource::Ec2 => Err(IdentityError::ElasticConfig {
+            key: "identity.source",
+            message: "`ec2` is resolved with IMDS (a bug in hpk8s if seen)".into(),
+        }),
         IdentitySource::Local => local::identity(host, config),
         IdentitySource::Hyperpod => match hyperpod_file()? {
             Some(bytes) => hyperpod_identity(host, config, &bytes, &rc_path),

@@ -27,6 +27,8 @@ pub enum TopologySource {
     Static,
     /// A single-node cluster made of this machine (developer machines).
     Local,
+    /// Self-managed EC2 groups: this node from IMDS and `[node]`, no list.
+    Ec2,
 }
 
 /// The cluster this node belongs to.
@@ -109,6 +111,33 @@ pub struct NodeIdentity {
     /// and labels. Left out of `hpk8s identity` output.
     #[serde(skip)]
     pub peers: Vec<Peer>,
+    /// Elastic groups (EC2 autoscaling, spot) with the Ready nodes the
+    /// controller's bootstrap waits for; their members are not listed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub elastic_groups: Vec<ElasticGroup>,
+}
+
+/// A group whose members come and go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ElasticGroup {
+    /// Group name.
+    pub name: String,
+    /// Ready nodes the controller's bootstrap waits for.
+    pub min_nodes: u32,
+    /// The most it scales to (for sizing the pod network).
+    pub max_nodes: u32,
+}
+
+impl NodeIdentity {
+    /// `aws:///<zone>/<instance id>`, the provider id the AWS cloud provider
+    /// gives EC2 nodes (and the cluster autoscaler maps Nodes to instances
+    /// by), when both are known.
+    pub fn provider_id(&self) -> Option<String> {
+        match (&self.availability_zone, &self.instance_id) {
+            (Some(zone), Some(id)) if id.starts_with("i-") => Some(format!("aws:///{zone}/{id}")),
+            _ => None,
+        }
+    }
 }
 
 /// A node of the inventory that joins the cluster.

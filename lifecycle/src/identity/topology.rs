@@ -137,6 +137,7 @@ impl Topology {
             groups,
             node_addresses: addresses,
             peers,
+            elastic_groups: Vec::new(),
         })
     }
 }

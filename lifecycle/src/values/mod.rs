@@ -5,6 +5,8 @@
 
 pub mod cidr;
 pub mod duration;
+pub mod label;
+pub mod taint;
 pub mod time;
 pub mod url;
 pub mod version;

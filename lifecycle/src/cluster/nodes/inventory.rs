@@ -10,8 +10,74 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Node;
 
 use crate::cluster::labels;
-use crate::config::ClusterConfig;
-use crate::identity::{NodeIdentity, Peer, Role};
+use crate::config::{ClusterConfig, Config};
+use crate::identity::{ElasticGroup, NodeIdentity, Peer, Role};
+
+/// Per group, the labels the controller applies (those a kubelet may not
+/// set on itself at registration).
+pub type GroupLabels = BTreeMap<String, BTreeMap<String, String>>;
+
+/// What the controller waits for and how it labels: the nodes it knows,
+/// the elastic groups' minimum counts, the groups' controller-only labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expectations {
+    /// Nodes the inventory lists.
+    pub nodes: Vec<ExpectedNode>,
+    /// Groups whose members are not listed: at least `min_nodes` Ready
+    /// Nodes carrying the group's label.
+    pub elastic: Vec<ElasticGroup>,
+    /// Controller-only labels by group.
+    pub group_labels: GroupLabels,
+}
+
+impl Expectations {
+    /// The controller's expectations for `identity`'s cluster.
+    pub fn of(identity: &NodeIdentity, config: &Config) -> Expectations {
+        Expectations {
+            nodes: expected_nodes(identity),
+            elastic: identity
+                .elastic_groups
+                .iter()
+                .filter(|g| g.min_nodes > 0)
+                .cloned()
+                .collect(),
+            group_labels: group_labels(config),
+        }
+    }
+
+    /// Only `nodes` (no elastic groups, no group labels).
+    pub fn of_nodes(nodes: &[ExpectedNode]) -> Expectations {
+        Expectations {
+            nodes: nodes.to_vec(),
+            ..Expectations::default()
+        }
+    }
+
+    /// Ready nodes waited for in all.
+    pub fn total(&self) -> usize {
+        self.nodes.len()
+            + self
+                .elastic
+                .iter()
+                .map(|g| usize::try_from(g.min_nodes).unwrap_or(usize::MAX))
+                .sum::<usize>()
+    }
+}
+
+/// Every configured group's controller-only labels.
+pub fn group_labels(config: &Config) -> GroupLabels {
+    config
+        .groups
+        .keys()
+        .map(|g| {
+            (
+                g.clone(),
+                crate::cluster::kubeadm_config::group_labels_for_the_controller(config, g),
+            )
+        })
+        .filter(|(_, l)| !l.is_empty())
+        .collect()
+}
 
 /// The wait for Ready nodes when `cluster.nodes_ready_timeout_secs` is
 /// unset: this long…
@@ -131,17 +197,17 @@ impl ReadyReport {
 
     /// The controller's labels for every Ready node: from the inventory for
     /// expected nodes, from their own labels for the others.
-    pub fn labels_to_apply(&self) -> Vec<(String, BTreeMap<String, String>)> {
+    pub fn labels_to_apply(&self, groups: &GroupLabels) -> Vec<(String, BTreeMap<String, String>)> {
         let expected = self.ready.iter().map(|r| {
             (
                 r.node_name.clone(),
-                controller_labels(&BTreeMap::new(), Some(&r.expected)),
+                controller_labels(&BTreeMap::new(), Some(&r.expected), groups),
             )
         });
         let others = self
             .unexpected
             .iter()
-            .map(|u| (u.node_name.clone(), controller_labels(&u.labels, None)));
+            .map(|u| (u.node_name.clone(), controller_labels(&u.labels, None, groups)));
         expected.chain(others).collect()
     }
 }
@@ -152,10 +218,12 @@ impl ReadyReport {
 /// is known. With `expected`, role and group come from the inventory;
 /// without (a node that joined later), from the labels it registered with:
 /// hpk8s nodes set their instance group themselves, and kubeadm marks
-/// control-plane nodes with [`CONTROL_PLANE_LABEL`].
+/// control-plane nodes with [`CONTROL_PLANE_LABEL`]. The group's
+/// controller-only labels (`groups`) come with them.
 pub fn controller_labels(
     node_labels: &BTreeMap<String, String>,
     expected: Option<&ExpectedNode>,
+    groups: &GroupLabels,
 ) -> BTreeMap<String, String> {
     let (controller, group) = match expected {
         Some(e) => (e.role == Role::Controller, Some(e.group.clone())),
@@ -169,6 +237,9 @@ pub fn controller_labels(
         out.insert(labels::ROLE_WORKER.to_string(), String::new());
     }
     if let Some(g) = group.filter(|g| !g.is_empty()) {
+        if let Some(extra) = groups.get(&g) {
+            out.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         out.insert(labels::INSTANCE_GROUP.to_string(), g);
     }
     out
@@ -297,7 +368,7 @@ mod tests {
 
     #[test]
     fn controller_labels_from_inventory_or_from_the_node() {
-        let w = controller_labels(&BTreeMap::new(), Some(&expected(2, Role::Worker, None)));
+        let w = controller_labels(&BTreeMap::new(), Some(&expected(2, Role::Worker, None)), &GroupLabels::new());
         assert_eq!(
             w,
             BTreeMap::from([
@@ -305,20 +376,26 @@ mod tests {
                 (labels::ROLE_WORKER.to_string(), String::new()),
             ])
         );
-        let c = controller_labels(&BTreeMap::new(), Some(&expected(1, Role::Controller, None)));
+        let c = controller_labels(&BTreeMap::new(), Some(&expected(1, Role::Controller, None)), &GroupLabels::new());
         assert_eq!(
             c,
             BTreeMap::from([(labels::INSTANCE_GROUP.to_string(), "gpu".to_string())])
         );
         let late = BTreeMap::from([(labels::INSTANCE_GROUP.to_string(), "cpu".to_string())]);
         assert_eq!(
-            controller_labels(&late, None),
+            controller_labels(&late, None, &GroupLabels::new()),
             BTreeMap::from([
                 (labels::INSTANCE_GROUP.to_string(), "cpu".to_string()),
                 (labels::ROLE_WORKER.to_string(), String::new()),
             ])
         );
         let cp = BTreeMap::from([(CONTROL_PLANE_LABEL.to_string(), String::new())]);
-        assert!(controller_labels(&cp, None).is_empty());
+        assert!(controller_labels(&cp, None, &GroupLabels::new()).is_empty());
+        // A group's controller-only labels come with the group.
+        let groups = GroupLabels::from([(
+            "cpu".to_string(),
+            BTreeMap::from([("node-role.kubernetes.io/batch".to_string(), String::new())]),
+        )]);
+        assert!(controller_labels(&late, None, &groups).contains_key("node-role.kubernetes.io/batch"));
     }
 }

@@ -156,8 +156,9 @@ fn log_labelled(node_name: &str, labels: &BTreeMap<String, String>) {
 pub async fn apply_controller_labels(
     client: &Client,
     report: &ReadyReport,
+    groups: &super::inventory::GroupLabels,
 ) -> Result<usize, NodesError> {
-    let mut results = futures::stream::iter(report.labels_to_apply())
+    let mut results = futures::stream::iter(report.labels_to_apply(groups))
         .map(|(node, wanted)| async move {
             let result = label_node(client, &node, &wanted).await;
             (node, result)

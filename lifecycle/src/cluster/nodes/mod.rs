@@ -18,9 +18,9 @@ pub mod watch;
 
 pub use self::error::{LABEL_RETRY_TOTAL, NodesError};
 pub use self::inventory::{
-    BASE_READY_TIMEOUT, CONTROL_PLANE_LABEL, ExpectedNode, READY_TIMEOUT_PER_NODE, ReadyNode,
-    ReadyReport, UnexpectedNode, address_name, controller_labels, expected_nodes, is_ready,
-    ready_deadline,
+    BASE_READY_TIMEOUT, CONTROL_PLANE_LABEL, ExpectedNode, Expectations, GroupLabels,
+    READY_TIMEOUT_PER_NODE, ReadyNode, ReadyReport, UnexpectedNode, address_name,
+    controller_labels, expected_nodes, group_labels, is_ready, ready_deadline,
 };
 pub use self::labelling::{
     LABEL_CONCURRENCY, apply_controller_labels, label_node, missing_labels, patch_labels,

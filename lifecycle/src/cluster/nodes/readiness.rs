@@ -24,9 +24,11 @@ use tokio::time::Instant;
 
 use super::error::NodesError;
 use super::inventory::{
-    ExpectedNode, NAMES_IN_ERROR, NodeView, ReadyNode, ReadyReport, UnexpectedNode,
-    controller_labels, name_list, progress_line,
+    ExpectedNode, Expectations, GroupLabels, NAMES_IN_ERROR, NodeView, ReadyNode, ReadyReport,
+    UnexpectedNode, controller_labels, name_list, progress_line,
 };
+use crate::cluster::labels;
+use crate::identity::ElasticGroup;
 use super::labelling::{LABEL_CONCURRENCY, missing_labels, patch_labels};
 use super::watch::{NodeEvents, node_events, on_watch_error};
 
@@ -42,7 +44,7 @@ pub async fn wait_until_ready(
     expected: &[ExpectedNode],
     deadline: Duration,
 ) -> Result<ReadyReport, NodesError> {
-    watch(client, expected, deadline, false).await
+    watch(client, &Expectations::of_nodes(expected), deadline, false).await
 }
 
 /// [`wait_until_ready`], and every Ready node (expected or not) missing the
@@ -51,7 +53,7 @@ pub async fn wait_until_ready(
 /// done. A node deleted while it is being labelled is skipped.
 pub async fn wait_and_label(
     client: &Client,
-    expected: &[ExpectedNode],
+    expected: &Expectations,
     deadline: Duration,
 ) -> Result<ReadyReport, NodesError> {
     watch(client, expected, deadline, true).await
@@ -60,6 +62,8 @@ pub async fn wait_and_label(
 /// The Nodes seen, indexed by the expected node each claims.
 struct Tracker<'e> {
     expected: &'e [ExpectedNode],
+    /// Elastic groups and the Ready Nodes (not expected by address) of each.
+    elastic: Vec<(&'e ElasticGroup, BTreeSet<String>)>,
     by_address: HashMap<IpAddr, usize>,
     nodes: HashMap<String, NodeView>,
     /// Per expected node: the Ready Nodes claiming its address.
@@ -68,9 +72,10 @@ struct Tracker<'e> {
 }
 
 impl<'e> Tracker<'e> {
-    fn new(expected: &'e [ExpectedNode]) -> Self {
+    fn new(expected: &'e [ExpectedNode], elastic: &'e [ElasticGroup]) -> Self {
         Tracker {
             expected,
+            elastic: elastic.iter().map(|g| (g, BTreeSet::new())).collect(),
             by_address: expected
                 .iter()
                 .enumerate()
@@ -92,6 +97,16 @@ impl<'e> Tracker<'e> {
     }
 
     fn set_ready(&mut self, view: &NodeView, ready: bool) {
+        if self.expected_of(view).is_none()
+            && let Some(group) = view.labels.get(labels::INSTANCE_GROUP)
+            && let Some((_, names)) = self.elastic.iter_mut().find(|(g, _)| g.name == *group)
+        {
+            if ready {
+                names.insert(view.name.clone());
+            } else {
+                names.remove(&view.name);
+            }
+        }
         for a in &view.internal_ips {
             if let Some(&i) = self.by_address.get(a) {
                 let was = !self.ready[i].is_empty();
@@ -132,6 +147,7 @@ impl<'e> Tracker<'e> {
     fn replace_all(&mut self, views: BTreeMap<String, NodeView>) {
         self.nodes.clear();
         self.ready.iter_mut().for_each(BTreeSet::clear);
+        self.elastic.iter_mut().for_each(|(_, n)| n.clear());
         self.ready_count = 0;
         for view in views.into_values() {
             self.upsert(view);
@@ -139,17 +155,43 @@ impl<'e> Tracker<'e> {
     }
 
     fn all_ready(&self) -> bool {
-        self.ready_count == self.expected.len()
+        self.ready_count == self.expected.len() && self.elastic_short() == 0
     }
 
-    fn missing(&self) -> Vec<&'e str> {
-        let expected = self.expected;
-        expected
+    /// Ready nodes the elastic groups still lack for their minimums.
+    fn elastic_short(&self) -> usize {
+        self.elastic
+            .iter()
+            .map(|(g, n)| usize::try_from(g.min_nodes).unwrap_or(usize::MAX).saturating_sub(n.len()))
+            .sum()
+    }
+
+    /// Ready nodes counted towards what is waited for.
+    fn ready_total(&self) -> usize {
+        self.ready_count
+            + self
+                .elastic
+                .iter()
+                .map(|(g, n)| n.len().min(usize::try_from(g.min_nodes).unwrap_or(usize::MAX)))
+                .sum::<usize>()
+    }
+
+    /// What is missing: expected nodes by name, then `2 more of gpu-spot`.
+    fn missing(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .expected
             .iter()
             .zip(&self.ready)
             .filter(|(_, r)| r.is_empty())
-            .map(|(e, _)| e.name.as_str())
-            .collect()
+            .map(|(e, _)| e.name.clone())
+            .collect();
+        for (g, names) in &self.elastic {
+            let short = usize::try_from(g.min_nodes).unwrap_or(usize::MAX).saturating_sub(names.len());
+            if short > 0 {
+                out.push(format!("{short} more of elastic group {}", g.name));
+            }
+        }
+        out
     }
 
     fn unexpected_ready(&self) -> usize {
@@ -188,6 +230,7 @@ impl<'e> Tracker<'e> {
 /// [`LABEL_CONCURRENCY`] in flight.
 struct Labeller<'c> {
     client: &'c Client,
+    groups: &'c GroupLabels,
     queued: VecDeque<(String, BTreeMap<String, String>)>,
     /// Nodes queued or in flight, with the labels sent.
     sent: HashMap<String, BTreeMap<String, String>>,
@@ -196,9 +239,10 @@ struct Labeller<'c> {
 }
 
 impl<'c> Labeller<'c> {
-    fn new(client: &'c Client) -> Self {
+    fn new(client: &'c Client, groups: &'c GroupLabels) -> Self {
         Labeller {
             client,
+            groups,
             queued: VecDeque::new(),
             sent: HashMap::new(),
             in_flight: FuturesUnordered::new(),
@@ -211,7 +255,10 @@ impl<'c> Labeller<'c> {
         if !view.ready {
             return;
         }
-        let missing = missing_labels(&view.labels, &controller_labels(&view.labels, expected));
+        let missing = missing_labels(
+            &view.labels,
+            &controller_labels(&view.labels, expected, self.groups),
+        );
         if missing.is_empty() || self.sent.get(&view.name) == Some(&missing) {
             return;
         }
@@ -253,14 +300,16 @@ impl<'c> Labeller<'c> {
 
 async fn watch(
     client: &Client,
-    expected: &[ExpectedNode],
+    expectations: &Expectations,
     deadline: Duration,
     label: bool,
 ) -> Result<ReadyReport, NodesError> {
     let start = Instant::now();
+    let expected = expectations.nodes.as_slice();
+    let total = expectations.total();
     let mut events: NodeEvents = node_events(client);
-    let mut tracker = Tracker::new(expected);
-    let mut labeller = Labeller::new(client);
+    let mut tracker = Tracker::new(expected, &expectations.elastic);
+    let mut labeller = Labeller::new(client, &expectations.group_labels);
     // A (re-)list in progress: replaces what is known once complete.
     let mut listing: Option<BTreeMap<String, NodeView>> = None;
     let mut last_error: Option<String> = None;
@@ -272,11 +321,19 @@ async fn watch(
     tokio::pin!(timer);
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
     tracing::info!(
-        expected = expected.len(),
+        expected = total,
         deadline_secs = deadline.as_secs(),
         label,
         "waiting for the cluster's nodes to be Ready"
     );
+    for g in &expectations.elastic {
+        tracing::info!(
+            group = %g.name,
+            min_nodes = g.min_nodes,
+            "elastic group: waiting for {} of its nodes (members join and leave; later ones are labelled as they come)",
+            g.min_nodes
+        );
+    }
     loop {
         if listed && tracker.all_ready() && labeller.idle() {
             let report = tracker.report(start.elapsed(), labeller.labelled);
@@ -284,18 +341,20 @@ async fn watch(
             return Ok(report);
         }
         if listed {
-            let ready = tracker.ready_count;
+            let ready = tracker.ready_total();
             let unexpected = tracker.unexpected_ready();
             let changed = last_logged.is_none_or(|(r, u, _)| (r, u) != (ready, unexpected));
             let quiet = last_logged.is_some_and(|(_, _, at)| at.elapsed() < PROGRESS_EVERY);
             if changed && !quiet {
+                let missing = tracker.missing();
+                let missing: Vec<&str> = missing.iter().map(String::as_str).collect();
                 tracing::info!(
                     ready,
-                    expected = expected.len(),
+                    expected = total,
                     unexpected,
                     waited_secs = start.elapsed().as_secs(),
                     "{}",
-                    progress_line(ready, expected.len(), &tracker.missing())
+                    progress_line(ready, total, &missing)
                 );
                 last_logged = Some((ready, unexpected, Instant::now()));
             }
@@ -344,10 +403,12 @@ async fn watch(
                 labeller.start_queued();
             }
             () = &mut timer => {
+                let missing = tracker.missing();
+                let missing: Vec<&str> = missing.iter().map(String::as_str).collect();
                 return Err(NodesError::NotReady {
-                    missing: expected.len() - tracker.ready_count,
-                    expected: expected.len(),
-                    names: name_list(&tracker.missing(), NAMES_IN_ERROR),
+                    missing: total - tracker.ready_total(),
+                    expected: total,
+                    names: name_list(&missing, NAMES_IN_ERROR),
                     waited_secs: start.elapsed().as_secs(),
                     last_error: last_error
                         .map(|e| format!("; last API error: {e}"))
@@ -398,11 +459,11 @@ pub struct NodesSnapshot {
 /// Reads every Node once and compares with `expected`.
 pub async fn snapshot(
     client: &Client,
-    expected: &[ExpectedNode],
+    expectations: &Expectations,
 ) -> Result<NodesSnapshot, kube::Error> {
     let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
     let list = crate::kube::client::timed(api.list(&kube::api::ListParams::default())).await?;
-    let mut tracker = Tracker::new(expected);
+    let mut tracker = Tracker::new(&expectations.nodes, &expectations.elastic);
     let views: BTreeMap<String, NodeView> = list
         .items
         .iter()
@@ -417,15 +478,15 @@ pub async fn snapshot(
         .filter(|v| {
             !missing_labels(
                 &v.labels,
-                &controller_labels(&v.labels, tracker.expected_of(v)),
+                &controller_labels(&v.labels, tracker.expected_of(v), &expectations.group_labels),
             )
             .is_empty()
         })
         .count();
     Ok(NodesSnapshot {
-        not_ready: tracker.missing().into_iter().map(String::from).collect(),
+        not_ready: tracker.missing(),
         unlabelled,
-        expected: expected.len(),
+        expected: expectations.total(),
     })
 }
 
@@ -470,7 +531,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let mut tracker = Tracker::new(&e);
+        let mut tracker = Tracker::new(&e, &[]);
         tracker.replace_all(nodes);
         assert!(tracker.all_ready());
         let report = tracker.report(Duration::ZERO, 0);
@@ -481,14 +542,47 @@ mod tests {
     }
 
     #[test]
+    fn elastic_groups_count_ready_nodes_by_group_label() {
+        let e = [expected(1, Role::Controller)];
+        let groups = [ElasticGroup {
+            name: "gpu-spot".into(),
+            min_nodes: 2,
+            max_nodes: 10,
+        }];
+        let mut tracker = Tracker::new(&e, &groups);
+        let member = |name: &str, ip: &str, ready: bool| {
+            let (_, mut v) = view(name, ip, ready);
+            v.labels
+                .insert(labels::INSTANCE_GROUP.into(), "gpu-spot".into());
+            v
+        };
+        tracker.upsert(view("ctrl", "10.1.38.1", true).1);
+        tracker.upsert(member("g1", "10.1.50.1", true));
+        tracker.upsert(member("g2", "10.1.50.2", false));
+        assert!(!tracker.all_ready());
+        assert_eq!(tracker.missing(), ["1 more of elastic group gpu-spot"]);
+        assert_eq!(tracker.ready_total(), 2);
+        tracker.upsert(member("g2", "10.1.50.2", true));
+        assert!(tracker.all_ready());
+        // A member going away counts no more.
+        tracker.remove("g1");
+        assert!(!tracker.all_ready());
+        // Another group's node does not count.
+        let (_, mut other) = view("c1", "10.1.60.1", true);
+        other.labels.insert(labels::INSTANCE_GROUP.into(), "cpu".into());
+        tracker.upsert(other);
+        assert!(!tracker.all_ready());
+    }
+
+    #[test]
     fn readiness_is_tracked_per_event() {
         let e = [expected(1, Role::Controller), expected(2, Role::Worker)];
-        let mut tracker = Tracker::new(&e);
+        let mut tracker = Tracker::new(&e, &[]);
         tracker.upsert(view("a", "10.1.38.1", true).1);
         tracker.upsert(view("b", "10.1.38.2", false).1);
         assert_eq!(
             (tracker.ready_count, tracker.missing()),
-            (1, vec!["ip-10-1-38-2"])
+            (1, vec!["ip-10-1-38-2".to_string()])
         );
         tracker.upsert(view("b", "10.1.38.2", true).1);
         assert!(tracker.all_ready());

@@ -37,7 +37,7 @@ pub fn plan(cx: &Context<'_>) -> Result<StepPlan, Error> {
     }
     let version = cx.kubeadm_version(Some(&mut plan))?;
     version.api_version()?;
-    kubeadm_config::node_labels(cx.identity, &Hardware::detect(cx.host)?)?;
+    kubeadm_config::node_labels(cx.identity, &Hardware::detect(cx.host)?, cx.config)?;
     plan.push(Change::WaitForTicket {
         location: cx.rendezvous_location(),
         deadline_secs: cx.config.rendezvous.deadline_secs,

@@ -10,7 +10,7 @@ use crate::cluster::addons::{self, AddonSettings};
 use crate::cluster::context::Context;
 use crate::cluster::kubeadm::Membership;
 use crate::cluster::labels;
-use crate::cluster::nodes::{self, ExpectedNode};
+use crate::cluster::nodes;
 use crate::plan::{Change, StepPlan};
 
 use super::addons::manifests;
@@ -32,16 +32,22 @@ fn label_keys() -> Vec<String> {
 /// controller this lists the Nodes once.
 pub async fn plan(cx: &Context<'_>) -> Result<StepPlan, Error> {
     let mut plan = StepPlan::new(STEP);
-    let expected = nodes::expected_nodes(cx.identity);
-    let deadline = nodes::ready_deadline(expected.len(), &cx.config.cluster);
+    let expected = nodes::Expectations::of(cx.identity, cx.config);
+    let deadline = nodes::ready_deadline(expected.total(), &cx.config.cluster);
+    for g in &cx.identity.elastic_groups {
+        plan.note(format!(
+            "elastic group {}: waits for {} Ready node(s); the others are labelled as they join",
+            g.name, g.min_nodes
+        ));
+    }
     let formed = cx.initialised_at().is_none() && cx.membership()? == Membership::ControlPlane;
     if !formed {
         plan.push(Change::WaitForNodes {
-            count: expected.len(),
+            count: expected.total(),
             deadline_secs: deadline.as_secs(),
         });
         plan.push(Change::LabelNodes {
-            count: expected.len(),
+            count: expected.total(),
             labels: label_keys(),
         });
         return Ok(plan);
@@ -82,13 +88,13 @@ pub async fn plan(cx: &Context<'_>) -> Result<StepPlan, Error> {
 /// `addons.rollout_timeout_secs`).
 pub async fn apply(cx: &Context<'_>, mut plan: StepPlan) -> Result<StepPlan, Error> {
     let client = cx.admin().await?;
-    let expected: Vec<ExpectedNode> = nodes::expected_nodes(cx.identity);
-    let deadline = nodes::ready_deadline(expected.len(), &cx.config.cluster);
+    let expected = nodes::Expectations::of(cx.identity, cx.config);
+    let deadline = nodes::ready_deadline(expected.total(), &cx.config.cluster);
     let ready = nodes::wait_and_label(client, &expected, deadline).await?;
     plan.note(format!(
         "{}/{} expected nodes Ready after {} s ({} more not in the inventory); labels set on {}",
         ready.ready.len(),
-        expected.len(),
+        expected.nodes.len(),
         ready.waited.as_secs(),
         ready.unexpected.len(),
         ready.labelled

@@ -171,10 +171,11 @@ mod tests {
         let efa = Hardware {
             nvidia_gpus: 8,
             efa_devices: 32,
+            gpu_device_id: Some(0x2330),
         };
         let gpu_only = Hardware {
-            nvidia_gpus: 8,
             efa_devices: 0,
+            ..efa
         };
         let mut c = Config::default();
         assert!(enabled(&c, &efa), "the default EFA image is in ECR");
