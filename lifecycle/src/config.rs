@@ -186,12 +186,12 @@ pub struct IdentityConfig {
     pub imds_timeout_ms: u64,
     /// Cluster name for `static` and `local` topologies. Default: `local`.
     pub cluster_name: Option<String>,
-    /// Static topology (self-managed EC2, Vagrant): one entry per node.
-    pub nodes: Vec<StaticNode>,
     /// `source = "ec2"`: the controllers' addresses (workers accept join
     /// tickets naming them; the controller waits for them). Default none:
     /// `cluster.control_plane_endpoint` must then name the API server.
     pub controllers: Vec<IpAddr>,
+    /// Static topology (self-managed EC2, Vagrant): one entry per node.
+    pub nodes: Vec<StaticNode>,
 }
 
 impl Default for IdentityConfig {
@@ -206,8 +206,8 @@ impl Default for IdentityConfig {
             imds_endpoint: None,
             imds_timeout_ms: 1000,
             cluster_name: None,
-            nodes: Vec::new(),
             controllers: Vec::new(),
+            nodes: Vec::new(),
         }
     }
 }
@@ -850,6 +850,64 @@ impl Config {
                     format!("`{version}` is not a release number such as 1.7.29 (no leading v)"),
                 ));
             }
+        }
+        for (name, group) in &self.groups {
+            let at = |what: &str| format!("groups.{name}.{what}");
+            for (key, value) in &group.labels {
+                if !crate::values::label::valid_key(key) {
+                    return Err(invalid(
+                        "groups",
+                        format!(
+                            "{}: `{key}` is not a label key ([prefix/]name, e.g. `nodegroup-role` or `k8s.amazonaws.com/accelerator`)",
+                            at("labels")
+                        ),
+                    ));
+                }
+                if !crate::values::label::valid_value(value) {
+                    return Err(invalid(
+                        "groups",
+                        format!(
+                            "{}: the value `{value}` of `{key}` is not a label value (at most 63 letters, digits, `-`, `_`, `.`, starting and ending alphanumeric)",
+                            at("labels")
+                        ),
+                    ));
+                }
+            }
+            for taint in &group.taints {
+                crate::values::taint::Taint::parse(taint)
+                    .map_err(|m| invalid("groups", format!("{}: {m}", at("taints"))))?;
+            }
+            if let Some(max) = group.max_nodes
+                && max < group.min_nodes
+            {
+                return Err(invalid(
+                    "groups",
+                    format!(
+                        "{}: {max} is less than min_nodes = {}",
+                        at("max_nodes"),
+                        group.min_nodes
+                    ),
+                ));
+            }
+            if let Some(secs) = group.remove_not_ready_after_secs
+                && !(60..=7 * 24 * 3600).contains(&secs)
+            {
+                return Err(invalid(
+                    "groups",
+                    format!(
+                        "{}: {secs} is outside 60..=604800 seconds (a minute to a week)",
+                        at("remove_not_ready_after_secs")
+                    ),
+                ));
+            }
+        }
+        if let Some(role) = &self.node.role
+            && !["controller", "worker", "login"].contains(&role.as_str())
+        {
+            return Err(invalid(
+                "node.role",
+                format!("unknown role `{role}`; use controller, worker or login"),
+            ));
         }
         for (name, digest) in &self.packages.sha256 {
             if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {

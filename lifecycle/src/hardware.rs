@@ -52,17 +52,94 @@ pub struct GpuModel {
 
 /// GPUs of AWS instance families: PCI device id, instance family, names.
 const GPU_MODELS: [(u32, &str, GpuModel); 11] = [
-    (0x2330, "p5", GpuModel { product: "NVIDIA-H100-80GB-HBM3", accelerator: "nvidia-h100" }),
-    (0x2335, "p5e", GpuModel { product: "NVIDIA-H200", accelerator: "nvidia-h200" }),
-    (0x2335, "p5en", GpuModel { product: "NVIDIA-H200", accelerator: "nvidia-h200" }),
-    (0x20b0, "p4d", GpuModel { product: "NVIDIA-A100-SXM4-40GB", accelerator: "nvidia-tesla-a100" }),
-    (0x20b2, "p4de", GpuModel { product: "NVIDIA-A100-SXM4-80GB", accelerator: "nvidia-a100-80gb" }),
-    (0x2237, "g5", GpuModel { product: "NVIDIA-A10G", accelerator: "nvidia-a10g" }),
-    (0x27b8, "g6", GpuModel { product: "NVIDIA-L4", accelerator: "nvidia-l4" }),
-    (0x26b9, "g6e", GpuModel { product: "NVIDIA-L40S", accelerator: "nvidia-l40s" }),
-    (0x1eb8, "g4dn", GpuModel { product: "Tesla-T4", accelerator: "nvidia-tesla-t4" }),
-    (0x1db1, "p3", GpuModel { product: "Tesla-V100-SXM2-16GB", accelerator: "nvidia-tesla-v100" }),
-    (0x2901, "p6-b200", GpuModel { product: "NVIDIA-B200", accelerator: "nvidia-b200" }),
+    (
+        0x2330,
+        "p5",
+        GpuModel {
+            product: "NVIDIA-H100-80GB-HBM3",
+            accelerator: "nvidia-h100",
+        },
+    ),
+    (
+        0x2335,
+        "p5e",
+        GpuModel {
+            product: "NVIDIA-H200",
+            accelerator: "nvidia-h200",
+        },
+    ),
+    (
+        0x2335,
+        "p5en",
+        GpuModel {
+            product: "NVIDIA-H200",
+            accelerator: "nvidia-h200",
+        },
+    ),
+    (
+        0x20b0,
+        "p4d",
+        GpuModel {
+            product: "NVIDIA-A100-SXM4-40GB",
+            accelerator: "nvidia-tesla-a100",
+        },
+    ),
+    (
+        0x20b2,
+        "p4de",
+        GpuModel {
+            product: "NVIDIA-A100-SXM4-80GB",
+            accelerator: "nvidia-a100-80gb",
+        },
+    ),
+    (
+        0x2237,
+        "g5",
+        GpuModel {
+            product: "NVIDIA-A10G",
+            accelerator: "nvidia-a10g",
+        },
+    ),
+    (
+        0x27b8,
+        "g6",
+        GpuModel {
+            product: "NVIDIA-L4",
+            accelerator: "nvidia-l4",
+        },
+    ),
+    (
+        0x26b9,
+        "g6e",
+        GpuModel {
+            product: "NVIDIA-L40S",
+            accelerator: "nvidia-l40s",
+        },
+    ),
+    (
+        0x1eb8,
+        "g4dn",
+        GpuModel {
+            product: "Tesla-T4",
+            accelerator: "nvidia-tesla-t4",
+        },
+    ),
+    (
+        0x1db1,
+        "p3",
+        GpuModel {
+            product: "Tesla-V100-SXM2-16GB",
+            accelerator: "nvidia-tesla-v100",
+        },
+    ),
+    (
+        0x2901,
+        "p6-b200",
+        GpuModel {
+            product: "NVIDIA-B200",
+            accelerator: "nvidia-b200",
+        },
+    ),
 ];
 
 /// The GPU model, from the PCI device id when known, else from the instance
@@ -147,9 +224,20 @@ mod gpu_model_tests {
 
     #[test]
     fn gpu_models_by_device_then_family() {
-        assert_eq!(gpu_model(Some(0x2330), None).unwrap().product, "NVIDIA-H100-80GB-HBM3");
-        assert_eq!(gpu_model(None, Some("ml.g5.8xlarge")).unwrap().accelerator, "nvidia-a10g");
-        assert_eq!(gpu_model(Some(0x9999), Some("p4de.24xlarge")).unwrap().product, "NVIDIA-A100-SXM4-80GB");
+        assert_eq!(
+            gpu_model(Some(0x2330), None).unwrap().product,
+            "NVIDIA-H100-80GB-HBM3"
+        );
+        assert_eq!(
+            gpu_model(None, Some("ml.g5.8xlarge")).unwrap().accelerator,
+            "nvidia-a10g"
+        );
+        assert_eq!(
+            gpu_model(Some(0x9999), Some("p4de.24xlarge"))
+                .unwrap()
+                .product,
+            "NVIDIA-A100-SXM4-80GB"
+        );
         assert!(gpu_model(Some(0x9999), Some("m5.large")).is_none());
         assert!(gpu_model(None, None).is_none());
     }

@@ -918,3 +918,57 @@ async fn volume_mounts_strategy_gives_the_plugin_sys_admin_and_the_env() {
     assert!(ctr["securityContext"]["capabilities"]["drop"].is_null());
     assert_ne!(ctr["securityContext"]["privileged"], true);
 }
+
+#[tokio::test]
+async fn device_plugins_tolerate_every_taint_configured_on_a_group() {
+    let c = Cluster::start().await;
+    // A GPU node of a group tainted with its own key (not nvidia.com/gpu).
+    c.api
+        .register_node(&spec(
+            "gpu-dedicated",
+            &[(GPU_PRESENT, "true"), (EFA_PRESENT, "true")],
+            &[Taint::new("dedicated", "ml-training", "NoExecute")],
+        ))
+        .unwrap();
+    let config: lifecycle::config::Config = lifecycle::config::Config::parse(
+        "[groups.training]\ntaints = [\"dedicated=ml-training:NoExecute\"]\n",
+        Path::new("c.toml"),
+    )
+    .unwrap();
+
+    // Without the group's taint in the settings the node gets no plugins:
+    // the check below is not vacuous.
+    c.apply(&c.settings(AddonsConfig::default())).await.unwrap();
+    for name in [
+        nvidia_device_plugin::DAEMON_SET,
+        efa_device_plugin::DAEMON_SET,
+    ] {
+        let ds = c.daemon_set("kube-system", name);
+        assert!(
+            !nodes_selected(&c.api, &ds).contains("gpu-dedicated"),
+            "{name}"
+        );
+    }
+
+    let settings = c
+        .settings(AddonsConfig::default())
+        .with_group_taints(&config);
+    c.apply(&settings).await.unwrap();
+    for name in [
+        nvidia_device_plugin::DAEMON_SET,
+        efa_device_plugin::DAEMON_SET,
+    ] {
+        let ds = c.daemon_set("kube-system", name);
+        let tolerations = &ds["spec"]["template"]["spec"]["tolerations"];
+        assert!(
+            tolerations.as_array().unwrap().contains(
+                &json!({"key": "dedicated", "operator": "Exists", "effect": "NoExecute"})
+            ),
+            "{name}: {tolerations}"
+        );
+        assert!(
+            nodes_selected(&c.api, &ds).contains("gpu-dedicated"),
+            "{name}"
+        );
+    }
+}

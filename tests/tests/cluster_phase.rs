@@ -143,6 +143,77 @@ rollout_timeout_secs = 0
             .await
     }
 
+    /// A node of this bed with its own config text instead of the bed's.
+    async fn node_configured(&self, address: &str, toml: &str) -> Node {
+        let root = tempfile::tempdir().unwrap();
+        let env = self.api.kubeadm_env(root.path()).unwrap();
+        let commands = Arc::new(AtomicUsize::new(0));
+        let host = Host::new(
+            root.path(),
+            Arc::new(FailAt {
+                inner: StandInRunner::new(root.path(), env),
+                at: usize::MAX,
+                calls: commands.clone(),
+            }),
+            Arc::new(FixedInterfaces(vec![address.parse().unwrap()])),
+        );
+        let config = Config::parse(toml, Path::new("config.toml")).unwrap();
+        let identity = identity::resolve_with(&host, &config, &Overrides::default())
+            .await
+            .unwrap();
+        let rendezvous = Rendezvous::from_config(
+            &config.rendezvous,
+            cluster_key(&identity),
+            self.moto.as_ref().map(|(_, sdk)| sdk),
+        )
+        .unwrap();
+        Node {
+            root,
+            host,
+            commands,
+            config,
+            identity,
+            rendezvous,
+        }
+    }
+
+    /// An `identity.source = "ec2"` config: addresses and names given (no
+    /// IMDS here), a GPU spot group scaling from zero.
+    fn elastic_toml(&self, role: &str, group: &str, address: &str, name: &str) -> String {
+        format!(
+            r#"[identity]
+source = "ec2"
+cluster_name = "elastic"
+controllers = ["{CONTROLLER}"]
+
+[node]
+role = "{role}"
+group = "{group}"
+address = "{address}"
+name = "{name}"
+
+[cluster]
+control_plane_endpoint = "127.0.0.1:{port}"
+token_ttl = "1h"
+
+[rendezvous]
+{rendezvous}poll_cap_ms = 100
+deadline_secs = 30
+
+[addons]
+rollout_timeout_secs = 0
+
+[groups.gpu-spot]
+labels = {{ "lifecycle" = "Ec2Spot", "node-role.kubernetes.io/gpu" = "" }}
+taints = ["nvidia.com/gpu=true:NoSchedule"]
+min_nodes = 0
+max_nodes = 8
+"#,
+            port = self.port,
+            rendezvous = self.rendezvous_toml()
+        )
+    }
+
     /// A node whose `fail_at`-th command (0-based) fails with status 99.
     async fn node_failing_at(
         &self,
@@ -390,6 +461,111 @@ async fn a_stalled_api_server_fails_the_run_at_its_deadline_and_the_next_run_rec
 
     bed.api.clear_faults();
     controller.bootstrap().await.unwrap();
+}
+
+/// Elastic groups: the controller's bootstrap finishes with no worker of
+/// the GPU spot group (it scales from zero); three workers that join later
+/// get their registration labels and taint, and the controller's agent
+/// gives each the labels a kubelet may not set on itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_elastic_group_scales_from_zero_and_late_workers_are_labelled() {
+    let bed = Bed::start().await;
+    let controller = bed
+        .node_configured(
+            CONTROLLER,
+            &bed.elastic_toml("controller", "control-plane", CONTROLLER, "ctrl-0"),
+        )
+        .await;
+    let started = std::time::Instant::now();
+    controller.bootstrap().await.unwrap();
+    eprintln!("controller formed alone in {:?}", started.elapsed());
+    assert!(
+        bed.api.names("nodes", None) == ["ctrl-0"],
+        "{:?}",
+        bed.api.names("nodes", None)
+    );
+
+    // The controller's agent runs from now on.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = {
+        let controller = controller;
+        tokio::spawn(async move {
+            let cx = controller.cx();
+            lifecycle::agent::run(&cx, async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let workers = futures::future::join_all(WORKERS.iter().take(2).enumerate().map(|(i, w)| {
+        let bed = &bed;
+        async move {
+            let name = format!("gpu-{i}");
+            bed.node_configured(w, &bed.elastic_toml("worker", "gpu-spot", w, &name))
+                .await
+        }
+    }))
+    .await;
+    // The third knows only what IMDS tells it: address, name, instance,
+    // zone, spot.
+    let imds = harness::imds::FakeImds::start();
+    imds.spot()
+        .set("local-ipv4", "10.20.0.4")
+        .set("local-hostname", "gpu-2.internal");
+    let toml = bed
+        .elastic_toml("worker", "gpu-spot", "", "")
+        .replace("address = \"\"\nname = \"\"\n", "")
+        .replace(
+            "[identity]\n",
+            &format!("[identity]\nimds_endpoint = \"{}\"\n", imds.url()),
+        );
+    let mut workers = workers;
+    workers.push(bed.node_configured("10.20.0.4", &toml).await);
+    let results = futures::future::join_all(workers.iter().map(Node::bootstrap)).await;
+    for r in results {
+        r.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for name in ["gpu-0", "gpu-1", "gpu-2.internal"] {
+        loop {
+            let node = node_json(&bed.api, name);
+            let labels = &node["metadata"]["labels"];
+            if labels.get("node-role.kubernetes.io/gpu").is_some()
+                && labels.get("node-role.kubernetes.io/worker").is_some()
+            {
+                assert_eq!(labels["lifecycle"], "Ec2Spot", "{node}");
+                assert_eq!(labels["hpk8s.io/instance-group"], "gpu-spot", "{node}");
+                assert!(
+                    node["spec"]["taints"]
+                        .as_array()
+                        .is_some_and(|t| t.iter().any(|t| t["key"] == "nvidia.com/gpu")),
+                    "{node}"
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} was not labelled by the controller's agent: {node}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    let imds_node = node_json(&bed.api, "gpu-2.internal");
+    assert_eq!(
+        imds_node["spec"]["providerID"], "aws:///us-west-2a/i-0123456789abcdef0",
+        "{imds_node}"
+    );
+    assert_eq!(
+        imds_node["metadata"]["labels"]["node.kubernetes.io/lifecycle"],
+        "spot"
+    );
+    assert_eq!(
+        imds_node["metadata"]["labels"]["topology.kubernetes.io/zone"],
+        "us-west-2a"
+    );
+    let _ = stop.send(());
+    agent.await.unwrap().unwrap();
 }
 
 fn node_json(api: &TestApiServer, name: &str) -> Value {

@@ -31,6 +31,10 @@ const LIBRARY_SOURCE: &str = "lifecycle/src";
 const EXAMPLE_MARK: &str = "# example, default unset";
 /// Error types that are only ever the cause of a classified error (a
 /// field of a variant that names its own kind), never returned alone.
+/// Top-level sections that are maps of tables (`[groups.<name>]`): their
+/// entries' keys are documented by a commented example entry.
+const MAPS_OF_TABLES: [&str; 1] = ["groups"];
+
 const CAUSE_ONLY_ERRORS: [&str; 4] = [
     "CidrParseError",
     "DurationError",
@@ -72,6 +76,22 @@ fn commented_array_header(line: &str) -> Option<&str> {
         .map(str::trim)
 }
 
+/// `# [groups.gpu]` → `groups` (a commented example table of a map of
+/// tables, whose entries all document the same keys).
+fn commented_map_entry_header(line: &str) -> Option<&str> {
+    let inner = line
+        .strip_prefix("# [")?
+        .trim_end()
+        .strip_suffix(']')
+        .filter(|i| !i.starts_with('['))?;
+    inner.split_once('.').map(|(map, _)| map)
+}
+
+/// The section name under which a map of tables' entries are documented.
+fn map_entries(map: &str) -> String {
+    format!("{map}.*")
+}
+
 /// `[identity]` → `identity` (a live table header).
 fn live_header(line: &str) -> Option<&str> {
     let l = line.trim();
@@ -102,6 +122,9 @@ fn walk(text: &str) -> Vec<(&str, Option<DocumentedKey>)> {
         if line.starts_with('[') {
             section = live_header(line).unwrap_or_default().to_string();
             array = None;
+            out.push((line, None));
+        } else if let Some(map) = commented_map_entry_header(line) {
+            array = Some(map_entries(map));
             out.push((line, None));
         } else if let Some(name) = commented_array_header(line) {
             // The array itself is a key of its parent table.
@@ -135,7 +158,8 @@ fn walk(text: &str) -> Vec<(&str, Option<DocumentedKey>)> {
 fn uncomment(text: &str, with_examples: bool) -> String {
     let mut out = String::new();
     for (line, doc) in walk(text) {
-        let is_array_header = commented_array_header(line).is_some();
+        let is_array_header =
+            commented_array_header(line).is_some() || commented_map_entry_header(line).is_some();
         let uncommented = match &doc {
             Some(d) => !d.example || with_examples,
             None => is_array_header && with_examples,
@@ -156,6 +180,7 @@ fn accepted_keys(section: &str) -> Vec<String> {
     let header = match section {
         "" => String::new(),
         "identity.nodes" => "[[identity.nodes]]\n".to_string(),
+        s if s.ends_with(".*") => format!("[{}.docs-probe]\n", s.trim_end_matches(".*")),
         s => format!("[{s}]\n"),
     };
     let text = format!("{header}hpk8s_docs_probe = 1\n");
@@ -230,7 +255,7 @@ fn example_fully_uncommented_parses_with_example_nodes() {
     // otherwise be rejected above; a key the loader ignores cannot exist).
     let set = serialized_keys(&config);
     for d in documented_keys(&text).iter().filter(|d| d.example) {
-        if d.section == "identity.nodes" {
+        if d.section == "identity.nodes" || d.section.ends_with(".*") {
             continue;
         }
         assert!(
@@ -247,8 +272,12 @@ fn example_fully_uncommented_parses_with_example_nodes() {
 fn example_documents_every_key_in_order_and_marks_only_unset_ones_as_examples() {
     let text = read(EXAMPLE);
     let documented = documented_keys(&text);
-    let mut sections: Vec<String> = accepted_keys("");
+    let mut sections: Vec<String> = accepted_keys("")
+        .into_iter()
+        .filter(|s| !MAPS_OF_TABLES.contains(&s.as_str()))
+        .collect();
     sections.push("identity.nodes".into());
+    sections.extend(MAPS_OF_TABLES.iter().map(|m| map_entries(m)));
     for section in &sections {
         // Each example node repeats the keys; the first shows them all.
         let mut in_doc: Vec<&str> = Vec::new();
@@ -276,7 +305,10 @@ fn example_documents_every_key_in_order_and_marks_only_unset_ones_as_examples() 
     // A default is shown as a default, and only a key without one as an
     // example (the example node list's default is empty).
     let defaults = serialized_keys(&Config::default());
-    for d in documented.iter().filter(|d| d.section != "identity.nodes") {
+    for d in documented
+        .iter()
+        .filter(|d| d.section != "identity.nodes" && !d.section.ends_with(".*"))
+    {
         let has_default = defaults
             .get(&d.section)
             .is_some_and(|keys| keys.contains(&d.key));
@@ -354,7 +386,12 @@ fn reference_tables(markdown: &str) -> BTreeMap<String, Vec<(String, String)>> {
             section = line
                 .strip_prefix("### `[")
                 .and_then(|r| r.split('`').next())
-                .map(|s| s.trim_matches(|c| c == '[' || c == ']').to_string());
+                .map(|s| s.trim_matches(|c| c == '[' || c == ']').to_string())
+                // `[groups.<name>]`: the entries of a map of tables.
+                .map(|s| match s.strip_suffix(".<name>") {
+                    Some(map) => map_entries(map),
+                    None => s,
+                });
             continue;
         }
         let Some(section) = &section else { continue };
@@ -375,8 +412,12 @@ fn reference_tables(markdown: &str) -> BTreeMap<String, Vec<(String, String)>> {
 fn reference_tables_list_every_key_with_its_default() {
     let markdown = read(REFERENCE);
     let tables = reference_tables(&markdown);
-    let mut sections = accepted_keys("");
+    let mut sections: Vec<String> = accepted_keys("")
+        .into_iter()
+        .filter(|s| !MAPS_OF_TABLES.contains(&s.as_str()))
+        .collect();
     sections.push("identity.nodes".into());
+    sections.extend(MAPS_OF_TABLES.iter().map(|m| map_entries(m)));
     let mut checked = 0;
     for section in &sections {
         let rows = tables.get(section).map(Vec::as_slice).unwrap_or_default();
@@ -391,7 +432,7 @@ fn reference_tables_list_every_key_with_its_default() {
             let Some(value) = default.strip_prefix('`').and_then(|d| d.strip_suffix('`')) else {
                 continue;
             };
-            if value.contains('`') || section == "identity.nodes" {
+            if value.contains('`') || section == "identity.nodes" || section.ends_with(".*") {
                 continue;
             }
             let text = format!("[{section}]\n{key} = {value}\n");

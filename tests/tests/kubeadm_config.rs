@@ -434,7 +434,10 @@ fn worker_document_has_what_kubeadm_join_reads() {
         .collect();
         assert_eq!(labels, want);
         // The AWS cloud provider's id, which the cluster autoscaler maps by.
-        assert_eq!(kubelet_args["provider-id"], "aws:///us-west-2b/i-0f00dfeed0000beef");
+        assert_eq!(
+            kubelet_args["provider-id"],
+            "aws:///us-west-2b/i-0f00dfeed0000beef"
+        );
     }
 }
 

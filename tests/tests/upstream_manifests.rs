@@ -165,7 +165,10 @@ fn efa_device_plugin_follows_the_eks_chart_0_5_30() {
         images.efa_device_plugin,
         "602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/aws-efa-k8s-device-plugin:v0.5.20"
     );
-    let pod = pod(&efa_device_plugin::daemon_set(&images.efa_device_plugin));
+    let pod = pod(&efa_device_plugin::daemon_set(
+        &images.efa_device_plugin,
+        &[],
+    ));
     assert_eq!(pod["hostNetwork"], true);
     assert_eq!(pod["automountServiceAccountToken"], false);
     assert_eq!(pod["priorityClassName"], "system-node-critical");
@@ -241,6 +244,7 @@ fn nvidia_device_plugin_follows_the_static_manifest_v0_17() {
     let pod = pod(&nvidia_device_plugin::daemon_set(
         &images.nvidia_device_plugin,
         DeviceListStrategy::Envvar,
+        &[],
     ));
     assert_eq!(pod["priorityClassName"], "system-node-critical");
     assert!(pod["hostNetwork"].is_null() || pod["hostNetwork"] == false);
@@ -281,5 +285,6 @@ fn pod_of_strategy(strategy: DeviceListStrategy) -> Value {
     pod(&nvidia_device_plugin::daemon_set(
         &images().nvidia_device_plugin,
         strategy,
+        &[],
     ))
 }

@@ -7,6 +7,7 @@
 //! until stopped, so that systemd supervises it the same way everywhere.
 
 pub mod node_labels;
+pub mod scale_in;
 pub mod token_rotation;
 
 use std::future::Future;
@@ -33,6 +34,7 @@ pub async fn run(
         "nothing for the agent to do on this node yet; waiting until stopped"
     );
     shutdown.await;
+    scale_in::on_shutdown(cx).await;
     tracing::info!("agent stopped");
     Ok(())
 }
@@ -65,9 +67,10 @@ async fn run_controller(
     let labelling = node_labels::label_joining_nodes(
         client,
         crate::cluster::nodes::group_labels(cx.config),
-        shutdown,
+        shutdown.clone(),
     );
-    let (rotated, labelled) = tokio::join!(rotation, labelling);
-    tracing::info!(labelled, "agent stopped");
+    let pruning = scale_in::run_pruning(client, cx.config, scale_in::PRUNE_EVERY, shutdown);
+    let (rotated, labelled, removed) = tokio::join!(rotation, labelling, pruning);
+    tracing::info!(labelled, removed, "agent stopped");
     Ok(rotated?)
 }

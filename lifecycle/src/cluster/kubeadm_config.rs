@@ -427,10 +427,16 @@ pub fn node_taints(
     let mut out: Vec<Taint> = config
         .groups
         .get(&identity.group)
-        .map(|g| g.taints.iter().filter_map(|t| Taint::parse(t).ok()).collect())
+        .map(|g| {
+            g.taints
+                .iter()
+                .filter_map(|t| Taint::parse(t).ok())
+                .collect()
+        })
         .unwrap_or_default();
     let gpu_worker = identity.role != Role::Controller && hardware.nvidia_gpus > 0;
-    if config.cluster.gpu_taint && gpu_worker && !out.iter().any(|t| t.key == labels::GPU_TAINT_KEY) {
+    if config.cluster.gpu_taint && gpu_worker && !out.iter().any(|t| t.key == labels::GPU_TAINT_KEY)
+    {
         out.push(Taint {
             key: labels::GPU_TAINT_KEY.into(),
             value: "true".into(),

@@ -13,11 +13,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::error::IdentityError;
-use super::imds::{ImdsClient, InstanceFacts};
+use super::imds::{ImdsClient, InstanceFacts, RetryPolicy};
 use super::node::{
     ClusterIdentity, ElasticGroup, GroupSummary, NodeIdentity, Peer, Role, TopologySource,
 };
-use super::{Overrides, imds_endpoint};
 use crate::config::Config;
 use crate::host::Host;
 
@@ -25,11 +24,13 @@ use crate::host::Host;
 /// this node is not one of them (their own group is unknown here).
 pub const CONTROLLER_GROUP: &str = "controller";
 
-/// This node's identity from the config and IMDS.
+/// This node's identity from the config and the IMDS at `imds` (`None`:
+/// no IMDS to ask, this is not EC2).
 pub async fn identity(
     host: &Host,
     config: &Config,
-    overrides: &Overrides,
+    imds: Option<String>,
+    retry: RetryPolicy,
 ) -> Result<NodeIdentity, IdentityError> {
     let incomplete = |key: &'static str, message: &str| IdentityError::ElasticConfig {
         key,
@@ -74,7 +75,7 @@ pub async fn identity(
         ));
     }
 
-    let facts = instance_facts(host, config, overrides).await?;
+    let facts = instance_facts(config, imds, retry).await?;
     let address = match (config.node.address, &facts) {
         (Some(a), _) => a,
         (None, Some(f)) => f
@@ -92,7 +93,11 @@ pub async fn identity(
         (Some(n), _) => n.clone(),
         // EC2's private DNS name, as the AWS cloud provider names Nodes
         // (IMDS may list several, space-separated: the first is the primary).
-        (None, Some(f)) => match f.local_hostname.as_deref().and_then(|h| h.split_whitespace().next()) {
+        (None, Some(f)) => match f
+            .local_hostname
+            .as_deref()
+            .and_then(|h| h.split_whitespace().next())
+        {
             Some(h) => h.to_ascii_lowercase(),
             None => host.hostname(),
         },
@@ -134,8 +139,12 @@ pub async fn identity(
         })
         .collect();
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    let expected_nodes = count(peers.len())
-        .saturating_add(elastic_groups.iter().map(|g| g.max_nodes).fold(0, u32::saturating_add));
+    let expected_nodes = count(peers.len()).saturating_add(
+        elastic_groups
+            .iter()
+            .map(|g| g.max_nodes)
+            .fold(0, u32::saturating_add),
+    );
     let mut groups: Vec<GroupSummary> = elastic_groups
         .iter()
         .map(|g| GroupSummary {
@@ -189,35 +198,39 @@ pub async fn identity(
 /// What IMDS says, `None` when there is no IMDS to ask (not EC2, no
 /// endpoint) or it did not answer and the config gives address and name.
 async fn instance_facts(
-    host: &Host,
     config: &Config,
-    overrides: &Overrides,
+    imds: Option<String>,
+    retry: RetryPolicy,
 ) -> Result<Option<InstanceFacts>, IdentityError> {
     let given = config.node.address.is_some() && config.node.name.is_some();
-    let Some(endpoint) = imds_endpoint(host, config, &overrides.ec2_imds_endpoint) else {
+    let Some(endpoint) = imds else {
         if given {
             tracing::info!("not EC2 and no identity.imds_endpoint: instance facts unknown");
             return Ok(None);
         }
         return Err(IdentityError::ElasticNeedsImds {
             missing: missing(config),
-            reason: "this machine does not identify itself as EC2 and identity.imds_endpoint is unset".into(),
+            reason:
+                "this machine does not identify itself as EC2 and identity.imds_endpoint is unset"
+                    .into(),
             keys: "node.address and node.name".into(),
         });
     };
     let timeout = Duration::from_millis(config.identity.imds_timeout_ms.max(1));
-    let client = ImdsClient::new(endpoint, timeout)?.with_retry(overrides.imds_retry);
+    let client = ImdsClient::new(endpoint, timeout)?.with_retry(retry);
     match client.instance_facts().await {
         Ok(f) => Ok(Some(f)),
         Err(IdentityError::ImdsUnreachable { endpoint, reason }) if given => {
             tracing::warn!(%endpoint, %reason, "IMDS did not answer: continuing with node.address and node.name, instance facts unknown");
             Ok(None)
         }
-        Err(IdentityError::ImdsUnreachable { endpoint, reason }) => Err(IdentityError::ElasticNeedsImds {
-            missing: missing(config),
-            reason: format!("IMDS at {endpoint} did not answer ({reason})"),
-            keys: "node.address and node.name".into(),
-        }),
+        Err(IdentityError::ImdsUnreachable { endpoint, reason }) => {
+            Err(IdentityError::ElasticNeedsImds {
+                missing: missing(config),
+                reason: format!("IMDS at {endpoint} did not answer ({reason})"),
+                keys: "node.address and node.name".into(),
+            })
+        }
         Err(e) => Err(e),
     }
 }

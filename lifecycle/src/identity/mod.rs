@@ -83,7 +83,8 @@ pub async fn resolve_with(
     overrides: &Overrides,
 ) -> Result<NodeIdentity, IdentityError> {
     if config.identity.source == IdentitySource::Ec2 {
-        return elastic::identity(host, config, overrides).await;
+        let imds = imds_endpoint(host, config, &overrides.ec2_imds_endpoint);
+        return elastic::identity(host, config, imds, overrides.imds_retry).await;
     }
     let mut id = topology_identity(host, config, overrides)?;
     if let Some(endpoint) = imds_endpoint(host, config, &overrides.ec2_imds_endpoint) {

@@ -29,9 +29,7 @@ pub fn kubelet_may_set(key: &str) -> bool {
     let restricted = ["kubernetes.io", "k8s.io"]
         .iter()
         .any(|ns| prefix == *ns || prefix.ends_with(&format!(".{ns}")));
-    !restricted
-        || KUBELET_ALLOWED.contains(&key)
-        || KUBELET_ALLOWED_PREFIXES.contains(&prefix)
+    !restricted || KUBELET_ALLOWED.contains(&key) || KUBELET_ALLOWED_PREFIXES.contains(&prefix)
 }
 
 /// A label (or annotation, taint) value: empty, or up to 63 of
@@ -58,7 +56,8 @@ pub fn valid_key(s: &str) -> bool {
             && p.split('.').all(|l| {
                 !l.is_empty()
                     && l.len() <= 63
-                    && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                     && !l.starts_with('-')
                     && !l.ends_with('-')
             })

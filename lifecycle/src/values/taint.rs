@@ -42,9 +42,9 @@ pub struct Taint {
 impl Taint {
     /// Parses `key[=value]:Effect`; the error says what is wrong.
     pub fn parse(text: &str) -> Result<Taint, String> {
-        let (kv, effect) = text
-            .rsplit_once(':')
-            .ok_or_else(|| format!("`{text}` has no `:Effect` (e.g. `nvidia.com/gpu=true:NoSchedule`)"))?;
+        let (kv, effect) = text.rsplit_once(':').ok_or_else(|| {
+            format!("`{text}` has no `:Effect` (e.g. `nvidia.com/gpu=true:NoSchedule`)")
+        })?;
         let effect = match effect {
             "NoSchedule" => Effect::NoSchedule,
             "PreferNoSchedule" => Effect::PreferNoSchedule,
@@ -91,7 +91,10 @@ mod tests {
         assert_eq!(t.value, "true");
         assert_eq!(t.effect, Effect::NoSchedule);
         assert_eq!(t.to_string(), "nvidia.com/gpu=true:NoSchedule");
-        assert_eq!(Taint::parse("dedicated:NoExecute").unwrap().to_string(), "dedicated:NoExecute");
+        assert_eq!(
+            Taint::parse("dedicated:NoExecute").unwrap().to_string(),
+            "dedicated:NoExecute"
+        );
         assert!(Taint::parse("x=y").unwrap_err().contains("no `:Effect`"));
         assert!(Taint::parse("x=y:Never").unwrap_err().contains("Never"));
         assert!(Taint::parse("bad key=y:NoSchedule").is_err());

@@ -64,7 +64,14 @@ async fn main() -> anyhow::Result<()> {
     let wait = tokio::spawn({
         let client = client.clone();
         let expected = expected.clone();
-        async move { nodes::wait_and_label(&client, &nodes::Expectations::of_nodes(&expected), Duration::from_secs(600)).await }
+        async move {
+            nodes::wait_and_label(
+                &client,
+                &nodes::Expectations::of_nodes(&expected),
+                Duration::from_secs(600),
+            )
+            .await
+        }
     });
     let mut last_ready = Duration::ZERO;
     for (n, i) in order.into_iter().enumerate() {

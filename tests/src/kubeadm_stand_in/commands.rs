@@ -276,10 +276,15 @@ async fn register_node(
     if let Some(sock) = &reg.cri_socket {
         annotations["kubeadm.alpha.kubernetes.io/cri-socket"] = json!(sock);
     }
+    let mut spec = json!({"taints": taints});
+    // kubelet's --provider-id becomes spec.providerID at registration.
+    if let Some(id) = reg.kubelet_arg("provider-id") {
+        spec["providerID"] = json!(id);
+    }
     let node = json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": labels, "annotations": annotations},
-        "spec": {"taints": taints},
+        "spec": spec,
         "status": {
             "addresses": addresses,
             "conditions": [condition(false)],

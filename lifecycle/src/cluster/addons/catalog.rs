@@ -25,9 +25,26 @@ pub struct AddonSettings {
     pub rollout_timeout: Duration,
     /// The NVIDIA device plugin's device-list strategy.
     pub nvidia_device_list_strategy: DeviceListStrategy,
+    /// Every taint configured on a group (`[groups.<name>] taints`): the
+    /// device plugins tolerate them, or a tainted GPU node would get none.
+    pub group_taints: Vec<crate::values::taint::Taint>,
 }
 
 impl AddonSettings {
+    /// With the taints of every configured group (see [`Self::group_taints`]).
+    pub fn with_group_taints(mut self, config: &crate::config::Config) -> Self {
+        let mut taints: Vec<crate::values::taint::Taint> = config
+            .groups
+            .values()
+            .flat_map(|g| g.taints.iter())
+            .filter_map(|t| crate::values::taint::Taint::parse(t).ok())
+            .collect();
+        taints.sort();
+        taints.dedup_by(|a, b| a.key == b.key && a.effect == b.effect);
+        self.group_taints = taints;
+        self
+    }
+
     /// Resolves `[addons]` for a cluster whose pod subnet is `pod_subnet`.
     pub fn from_config(cfg: &AddonsConfig, pod_subnet: &str) -> Result<Self> {
         flannel::check_pod_subnet(pod_subnet)?;
@@ -37,6 +54,7 @@ impl AddonSettings {
             manifest_dir: cfg.manifest_dir.clone(),
             rollout_timeout: Duration::from_secs(cfg.rollout_timeout_secs),
             nvidia_device_list_strategy: cfg.nvidia_device_list_strategy,
+            group_taints: Vec::new(),
         })
     }
 }
@@ -71,13 +89,17 @@ pub fn built_in(settings: &AddonSettings) -> Result<Vec<Addon>> {
                 nvidia_device_plugin::daemon_set(
                     &settings.images.nvidia_device_plugin,
                     settings.nvidia_device_list_strategy,
+                    &settings.group_taints,
                 ),
             ))],
         },
         Addon {
             name: efa_device_plugin::NAME,
             objects: vec![AddonObject::DaemonSet(Box::new(
-                efa_device_plugin::daemon_set(&settings.images.efa_device_plugin),
+                efa_device_plugin::daemon_set(
+                    &settings.images.efa_device_plugin,
+                    &settings.group_taints,
+                ),
             ))],
         },
     ])

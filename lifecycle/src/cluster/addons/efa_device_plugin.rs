@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::objects::{
     DEVICE_PLUGIN_DIR, NODE_CRITICAL, host_path, kube_system_daemon_set, mount, require_label_true,
-    tolerate,
+    tolerate, tolerate_taints,
 };
 use crate::cluster::labels::{EFA_PRESENT, GPU_TAINT_KEY};
 
@@ -39,7 +39,7 @@ const NEURON_TOOLS: &str = "/opt/aws/neuron/";
 /// chart selects a list of instance types by `node.kubernetes.io/instance-type`
 /// (set by the AWS cloud provider, absent here); hpk8s selects the nodes
 /// where it found EFA adapters.
-pub fn daemon_set(image: &str) -> DaemonSet {
+pub fn daemon_set(image: &str, group_taints: &[crate::values::taint::Taint]) -> DaemonSet {
     let container = Container {
         name: "aws-efa-k8s-device-plugin".into(),
         image: Some(image.into()),
@@ -75,12 +75,15 @@ pub fn daemon_set(image: &str) -> DaemonSet {
         priority_class_name: Some(NODE_CRITICAL.into()),
         // Only where EFA adapters were found (the label hpk8s sets).
         affinity: Some(require_label_true(EFA_PRESENT)),
-        tolerations: Some(vec![
-            tolerate("CriticalAddonsOnly", None),
-            tolerate(EFA_TAINT_KEY, Some("NoSchedule")),
-            // EFA nodes are usually GPU nodes, tainted as such.
-            tolerate(GPU_TAINT_KEY, Some("NoSchedule")),
-        ]),
+        tolerations: Some(tolerate_taints(
+            vec![
+                tolerate("CriticalAddonsOnly", None),
+                tolerate(EFA_TAINT_KEY, Some("NoSchedule")),
+                // EFA nodes are usually GPU nodes, tainted as such.
+                tolerate(GPU_TAINT_KEY, Some("NoSchedule")),
+            ],
+            group_taints,
+        )),
         containers: vec![container],
         volumes: Some(vec![
             host_path("device-plugin", DEVICE_PLUGIN_DIR, None),

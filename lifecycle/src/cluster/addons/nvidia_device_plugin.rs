@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Capabilities, Container, EnvVar, PodSpec, Secur
 
 use super::objects::{
     DEVICE_PLUGIN_DIR, NODE_CRITICAL, host_path, kube_system_daemon_set, locked_down, mount,
-    require_label_true, tolerate,
+    require_label_true, tolerate, tolerate_taints,
 };
 use crate::cluster::labels::{GPU_PRESENT, GPU_TAINT_KEY};
 use crate::config::DeviceListStrategy;
@@ -22,7 +22,11 @@ const POD_LABEL: &str = "nvidia-device-plugin-ds";
 
 /// The NVIDIA device plugin DaemonSet running `image`, handing out GPUs
 /// by `strategy`.
-pub fn daemon_set(image: &str, strategy: DeviceListStrategy) -> DaemonSet {
+pub fn daemon_set(
+    image: &str,
+    strategy: DeviceListStrategy,
+    group_taints: &[crate::values::taint::Taint],
+) -> DaemonSet {
     let env = |name: &str, value: &str| EnvVar {
         name: name.into(),
         value: Some(value.into()),
@@ -61,12 +65,15 @@ pub fn daemon_set(image: &str, strategy: DeviceListStrategy) -> DaemonSet {
         priority_class_name: Some(NODE_CRITICAL.into()),
         // Only where a GPU was found (the label hpk8s sets).
         affinity: Some(require_label_true(GPU_PRESENT)),
-        tolerations: Some(vec![
-            tolerate("CriticalAddonsOnly", None),
-            // GPU node groups are often tainted to keep other
-            // workloads off; the plugin must run there.
-            tolerate(GPU_TAINT_KEY, Some("NoSchedule")),
-        ]),
+        tolerations: Some(tolerate_taints(
+            vec![
+                tolerate("CriticalAddonsOnly", None),
+                // GPU node groups are often tainted to keep other
+                // workloads off; the plugin must run there.
+                tolerate(GPU_TAINT_KEY, Some("NoSchedule")),
+            ],
+            group_taints,
+        )),
         containers: vec![container],
         volumes: Some(vec![host_path("device-plugin", DEVICE_PLUGIN_DIR, None)]),
         ..Default::default()

@@ -203,6 +203,27 @@ pub(crate) fn tolerate(key: &str, effect: Option<&str>) -> Toleration {
     }
 }
 
+/// Tolerations for `taints` (any value, their effect), those whose key is
+/// not tolerated for that effect already.
+pub(crate) fn tolerate_taints(
+    mut tolerations: Vec<Toleration>,
+    taints: &[crate::values::taint::Taint],
+) -> Vec<Toleration> {
+    for t in taints {
+        let covered = tolerations.iter().any(|have| {
+            have.key.as_deref() == Some(t.key.as_str())
+                && have
+                    .effect
+                    .as_deref()
+                    .is_none_or(|e| e == t.effect.as_str())
+        });
+        if !covered {
+            tolerations.push(tolerate(&t.key, Some(t.effect.as_str())));
+        }
+    }
+    tolerations
+}
+
 /// A hostPath volume.
 pub(crate) fn host_path(name: &str, path: &str, type_: Option<&str>) -> Volume {
     Volume {

@@ -204,10 +204,12 @@ impl ReadyReport {
                 controller_labels(&BTreeMap::new(), Some(&r.expected), groups),
             )
         });
-        let others = self
-            .unexpected
-            .iter()
-            .map(|u| (u.node_name.clone(), controller_labels(&u.labels, None, groups)));
+        let others = self.unexpected.iter().map(|u| {
+            (
+                u.node_name.clone(),
+                controller_labels(&u.labels, None, groups),
+            )
+        });
         expected.chain(others).collect()
     }
 }
@@ -368,7 +370,11 @@ mod tests {
 
     #[test]
     fn controller_labels_from_inventory_or_from_the_node() {
-        let w = controller_labels(&BTreeMap::new(), Some(&expected(2, Role::Worker, None)), &GroupLabels::new());
+        let w = controller_labels(
+            &BTreeMap::new(),
+            Some(&expected(2, Role::Worker, None)),
+            &GroupLabels::new(),
+        );
         assert_eq!(
             w,
             BTreeMap::from([
@@ -376,7 +382,11 @@ mod tests {
                 (labels::ROLE_WORKER.to_string(), String::new()),
             ])
         );
-        let c = controller_labels(&BTreeMap::new(), Some(&expected(1, Role::Controller, None)), &GroupLabels::new());
+        let c = controller_labels(
+            &BTreeMap::new(),
+            Some(&expected(1, Role::Controller, None)),
+            &GroupLabels::new(),
+        );
         assert_eq!(
             c,
             BTreeMap::from([(labels::INSTANCE_GROUP.to_string(), "gpu".to_string())])
@@ -396,6 +406,8 @@ mod tests {
             "cpu".to_string(),
             BTreeMap::from([("node-role.kubernetes.io/batch".to_string(), String::new())]),
         )]);
-        assert!(controller_labels(&late, None, &groups).contains_key("node-role.kubernetes.io/batch"));
+        assert!(
+            controller_labels(&late, None, &groups).contains_key("node-role.kubernetes.io/batch")
+        );
     }
 }

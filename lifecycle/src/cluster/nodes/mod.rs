@@ -18,7 +18,7 @@ pub mod watch;
 
 pub use self::error::{LABEL_RETRY_TOTAL, NodesError};
 pub use self::inventory::{
-    BASE_READY_TIMEOUT, CONTROL_PLANE_LABEL, ExpectedNode, Expectations, GroupLabels,
+    BASE_READY_TIMEOUT, CONTROL_PLANE_LABEL, Expectations, ExpectedNode, GroupLabels,
     READY_TIMEOUT_PER_NODE, ReadyNode, ReadyReport, UnexpectedNode, address_name,
     controller_labels, expected_nodes, group_labels, is_ready, ready_deadline,
 };

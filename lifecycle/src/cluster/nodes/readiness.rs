@@ -24,13 +24,13 @@ use tokio::time::Instant;
 
 use super::error::NodesError;
 use super::inventory::{
-    ExpectedNode, Expectations, GroupLabels, NAMES_IN_ERROR, NodeView, ReadyNode, ReadyReport,
+    Expectations, ExpectedNode, GroupLabels, NAMES_IN_ERROR, NodeView, ReadyNode, ReadyReport,
     UnexpectedNode, controller_labels, name_list, progress_line,
 };
-use crate::cluster::labels;
-use crate::identity::ElasticGroup;
 use super::labelling::{LABEL_CONCURRENCY, missing_labels, patch_labels};
 use super::watch::{NodeEvents, node_events, on_watch_error};
+use crate::cluster::labels;
+use crate::identity::ElasticGroup;
 
 /// Progress lines are logged on change, at most this often.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -162,7 +162,11 @@ impl<'e> Tracker<'e> {
     fn elastic_short(&self) -> usize {
         self.elastic
             .iter()
-            .map(|(g, n)| usize::try_from(g.min_nodes).unwrap_or(usize::MAX).saturating_sub(n.len()))
+            .map(|(g, n)| {
+                usize::try_from(g.min_nodes)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(n.len())
+            })
             .sum()
     }
 
@@ -172,7 +176,10 @@ impl<'e> Tracker<'e> {
             + self
                 .elastic
                 .iter()
-                .map(|(g, n)| n.len().min(usize::try_from(g.min_nodes).unwrap_or(usize::MAX)))
+                .map(|(g, n)| {
+                    n.len()
+                        .min(usize::try_from(g.min_nodes).unwrap_or(usize::MAX))
+                })
                 .sum::<usize>()
     }
 
@@ -186,7 +193,9 @@ impl<'e> Tracker<'e> {
             .map(|(e, _)| e.name.clone())
             .collect();
         for (g, names) in &self.elastic {
-            let short = usize::try_from(g.min_nodes).unwrap_or(usize::MAX).saturating_sub(names.len());
+            let short = usize::try_from(g.min_nodes)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(names.len());
             if short > 0 {
                 out.push(format!("{short} more of elastic group {}", g.name));
             }
@@ -478,7 +487,11 @@ pub async fn snapshot(
         .filter(|v| {
             !missing_labels(
                 &v.labels,
-                &controller_labels(&v.labels, tracker.expected_of(v), &expectations.group_labels),
+                &controller_labels(
+                    &v.labels,
+                    tracker.expected_of(v),
+                    &expectations.group_labels,
+                ),
             )
             .is_empty()
         })
@@ -569,7 +582,9 @@ mod tests {
         assert!(!tracker.all_ready());
         // Another group's node does not count.
         let (_, mut other) = view("c1", "10.1.60.1", true);
-        other.labels.insert(labels::INSTANCE_GROUP.into(), "cpu".into());
+        other
+            .labels
+            .insert(labels::INSTANCE_GROUP.into(), "cpu".into());
         tracker.upsert(other);
         assert!(!tracker.all_ready());
     }

@@ -18,7 +18,8 @@ pub const STEP: &str = "addons";
 
 /// The settings and manifests of this cluster's addons.
 pub fn manifests(cx: &Context<'_>) -> Result<(AddonSettings, Vec<Manifest>), Error> {
-    let settings = AddonSettings::from_config(&cx.config.addons, &recorded_pod_subnet(cx)?)?;
+    let settings = AddonSettings::from_config(&cx.config.addons, &recorded_pod_subnet(cx)?)?
+        .with_group_taints(cx.config);
     let manifests = addons::all_manifests(cx.host, &settings)?;
     Ok((settings, manifests))
 }
