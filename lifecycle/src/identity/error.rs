@@ -327,6 +327,15 @@ mod tests {
                 endpoint: String::new(),
                 problem: String::new(),
             },
+            IdentityError::ElasticConfig {
+                key: "node.role",
+                message: String::new(),
+            },
+            IdentityError::ElasticNeedsImds {
+                missing: String::new(),
+                reason: String::new(),
+                keys: String::new(),
+            },
         ];
         let mut kinds: Vec<&str> = all.iter().map(IdentityError::kind).collect();
         kinds.sort_unstable();
