@@ -114,6 +114,112 @@ pub struct Config {
     /// Per-group settings by group name (HyperPod instance groups, static
     /// groups, EC2 groups alike): labels, taints, elastic sizes.
     pub groups: BTreeMap<String, GroupConfig>,
+    /// GPU health: the NVML probe, its classification and the node agent.
+    pub gpu_health: GpuHealthConfig,
+}
+
+/// What the pre-join gate does with a GPU that needs a reboot or a
+/// replacement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GateMode {
+    /// Register with a `NoSchedule` taint naming the fault.
+    #[default]
+    Gate,
+    /// Log and plan a warning, register as usual.
+    Warn,
+    /// Do not probe before joining.
+    Off,
+}
+
+/// GPUs and EFA adapters of an instance type (`[gpu_health.expected]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedAccelerators {
+    /// NVIDIA GPUs.
+    pub gpus: u32,
+    /// EFA adapters.
+    #[serde(default)]
+    pub efa: u32,
+}
+
+/// `[gpu_health]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GpuHealthConfig {
+    /// The NVIDIA management library. Default: unset, meaning the dynamic
+    /// loader's `libnvidia-ml.so.1` (`LD_LIBRARY_PATH` applies).
+    pub library_path: Option<PathBuf>,
+    /// Seconds between full probes in the node agent (and right after an
+    /// XID or ECC event). Default 30.
+    pub probe_interval_secs: u64,
+    /// A probe taking longer than this many seconds is a `probe-failed`
+    /// (a hung driver call). Default 10.
+    pub probe_timeout_secs: u64,
+    /// The pre-join gate: `gate`, `warn` or `off`. Default `gate`.
+    pub gate: GateMode,
+    /// XIDs that are application faults: recorded, escalated to `degraded`
+    /// only by rate. Default NVIDIA's catalog (13, 31, 43, 45, 63, 68, 92,
+    /// 94, 121, 137, 157, 160, 161).
+    pub xid_informational: Vec<u64>,
+    /// XIDs that need a GPU reset or reboot. Default 46, 48, 62, 64, 74,
+    /// 95, 109, 110, 119, 120, 136, 140, 143, 155, 156, 158.
+    pub xid_reboot: Vec<u64>,
+    /// XIDs that need the instance replaced. Default 54, 79, 151.
+    pub xid_replace: Vec<u64>,
+    /// XIDs that degrade the node (NVLink5 errors whose action needs a
+    /// sub-code NVML does not give). Default 144–150.
+    pub xid_degraded: Vec<u64>,
+    /// Informational XIDs (and XIDs in no list) on one GPU within
+    /// `xid_rate_window_secs` that make it `degraded`. Default 20.
+    pub xid_rate_limit: u32,
+    /// The window of `xid_rate_limit`, seconds. Default 600.
+    pub xid_rate_window_secs: u64,
+    /// Retired pages at which a GPU needs replacing (DCGM's limit). Default 63.
+    pub retired_pages_limit: u64,
+    /// PCIe replays per minute that make a GPU `degraded`. Default 8.
+    pub pcie_replays_per_minute: u64,
+    /// Seconds a hardware slowdown (thermal, power brake) must last to make
+    /// a GPU `degraded`. Default 60.
+    pub slowdown_sustained_secs: u64,
+    /// Where the node agent serves Prometheus metrics (loopback). Default
+    /// `127.0.0.1:9402`; unset with `metrics = false`.
+    pub metrics_address: std::net::SocketAddr,
+    /// Serve the metrics at all. Default `true`.
+    pub metrics: bool,
+    /// Seconds between polls of IMDS for spot interruptions, rebalance
+    /// recommendations and scheduled maintenance (detected EC2 only; 0
+    /// turns polling off). Default 2.
+    pub interruption_poll_secs: u64,
+    /// GPUs and EFA adapters by instance type, added to (or overriding)
+    /// the built-in table. Default none.
+    pub expected: BTreeMap<String, ExpectedAccelerators>,
+}
+
+impl Default for GpuHealthConfig {
+    fn default() -> Self {
+        Self {
+            library_path: None,
+            probe_interval_secs: 30,
+            probe_timeout_secs: 10,
+            gate: GateMode::Gate,
+            xid_informational: vec![13, 31, 43, 45, 63, 68, 92, 94, 121, 137, 157, 160, 161],
+            xid_reboot: vec![
+                46, 48, 62, 64, 74, 95, 109, 110, 119, 120, 136, 140, 143, 155, 156, 158,
+            ],
+            xid_replace: vec![54, 79, 151],
+            xid_degraded: vec![144, 145, 146, 147, 148, 149, 150],
+            xid_rate_limit: 20,
+            xid_rate_window_secs: 600,
+            retired_pages_limit: 63,
+            pcie_replays_per_minute: 8,
+            slowdown_sustained_secs: 60,
+            metrics_address: std::net::SocketAddr::from(([127, 0, 0, 1], 9402)),
+            metrics: true,
+            interruption_poll_secs: 2,
+            expected: BTreeMap::new(),
+        }
+    }
 }
 
 /// `[groups.<name>]`: what every node of one group gets.

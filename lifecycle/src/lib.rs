@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod download;
 pub mod error;
+pub mod gpu;
 pub mod hardware;
 pub mod host;
 pub mod identity;

@@ -66,6 +66,12 @@ pub struct NvmlFixture {
     init_error: Option<u32>,
     gpus: Vec<FakeGpu>,
     xid_timeline: Vec<ScheduledXid>,
+    #[serde(skip_serializing_if = "is_zero")]
+    call_delay_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// An XID the stub delivers through event sets `at_ms` after their creation.
@@ -93,6 +99,7 @@ impl NvmlFixture {
             init_error: None,
             gpus: Vec::new(),
             xid_timeline: Vec::new(),
+            call_delay_ms: 0,
         }
     }
 
@@ -117,6 +124,12 @@ impl NvmlFixture {
     /// Adds several GPUs.
     pub fn gpus(mut self, gpus: impl IntoIterator<Item = FakeGpu>) -> Self {
         self.gpus.extend(gpus);
+        self
+    }
+
+    /// Makes every device call sleep `ms` first (a hanging driver call).
+    pub fn call_delay_ms(mut self, ms: u64) -> Self {
+        self.call_delay_ms = ms;
         self
     }
 

@@ -5,6 +5,7 @@ mod agent;
 mod bootstrap;
 mod config;
 mod generate_new_token;
+mod gpu_check;
 mod identity;
 mod node;
 
@@ -60,6 +61,9 @@ pub enum Command {
     /// Controller only: create a new bootstrap token now and publish a join
     /// ticket with it; prints when it expires.
     GenerateNewToken(generate_new_token::Args),
+    /// Probe this node's GPUs once (NVML): a table or JSON, the exit status
+    /// by the worst fault (reboot, replace, degraded, probe failed).
+    GpuCheck(gpu_check::Args),
     /// Configuration commands.
     Config {
         /// The configuration command.
@@ -75,6 +79,7 @@ impl Command {
             Command::Bootstrap(a) => a.output,
             Command::Identity(a) => a.output,
             Command::GenerateNewToken(a) => a.output,
+            Command::GpuCheck(a) => a.output,
             Command::Agent | Command::Config { .. } => Output::Text,
         }
     }
@@ -88,6 +93,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bootstrap(args) => bootstrap::run(&cli, args).await,
         Command::Agent => agent::run(&cli).await,
         Command::GenerateNewToken(args) => generate_new_token::run(&cli, args).await,
+        Command::GpuCheck(args) => gpu_check::run(&cli, args).await,
     }
 }
 
@@ -96,6 +102,9 @@ pub struct Failure {
     class: ExitClass,
     kind: &'static str,
     message: String,
+    /// The command already printed its result (a `gpu-check` report): no
+    /// second JSON document on stdout.
+    result_printed: bool,
 }
 
 impl From<anyhow::Error> for Failure {
@@ -107,10 +116,15 @@ impl From<anyhow::Error> for Failure {
             Some(le) => le.to_string(),
             None => format!("{e:#}"),
         };
+        let result_printed = matches!(
+            e.downcast_ref::<lifecycle::Error>(),
+            Some(lifecycle::Error::GpuCheck(_))
+        );
         Failure {
             class,
             kind,
             message: message.replace('\n', " "),
+            result_printed,
         }
     }
 }
@@ -129,7 +143,7 @@ impl Failure {
                 self.message
             );
         }
-        if output == Output::Json {
+        if output == Output::Json && !self.result_printed {
             let doc = serde_json::json!({"error": {
                 "kind": self.kind,
                 "class": self.class.name(),

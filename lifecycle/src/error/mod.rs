@@ -17,6 +17,7 @@ use crate::cluster::nodes::NodesError;
 use crate::cluster::rendezvous::error::RendezvousError;
 use crate::cluster::token_rotation::TokenError;
 use crate::config::ConfigError;
+use crate::gpu::check::Verdict as GpuVerdict;
 use crate::host::command::CommandError;
 use crate::host::fs::FsError;
 use crate::identity::IdentityError;
@@ -90,6 +91,9 @@ pub enum Error {
     /// Building a Kubernetes client.
     #[error(transparent)]
     Kube(#[from] ClientError),
+    /// A GPU check's verdict (the report was printed).
+    #[error(transparent)]
+    GpuCheck(#[from] GpuVerdict),
     /// Applying a planned change.
     #[error("{step}: {source}")]
     Apply {
@@ -120,6 +124,7 @@ classify!(Error {
     Nodes { 0: e } => via e;
     Token { 0: e } => via e;
     Kube { 0: e } => via e;
+    GpuCheck { 0: e } => via e;
     Apply { source, .. } => via source;
 });
 
@@ -140,6 +145,7 @@ pub fn all_kinds() -> Vec<KindRow> {
         ContainerdError::KINDS,
         EditError::KINDS,
         ImportError::KINDS,
+        GpuVerdict::KINDS,
         ToolkitError::KINDS,
         PackagesError::KINDS,
         ClusterConfigError::KINDS,

@@ -28,6 +28,9 @@ pub struct Fixture {
     /// XIDs delivered through event sets, relative to each set's creation.
     #[serde(default)]
     pub xid_timeline: Vec<Xid>,
+    /// Every device call first sleeps this long: a driver call that hangs.
+    #[serde(default)]
+    pub call_delay_ms: u64,
 }
 
 /// One simulated GPU.

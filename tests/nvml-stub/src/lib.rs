@@ -116,6 +116,9 @@ fn index_of(device: *mut NvmlDevice) -> Res<usize> {
 fn with_gpu(device: *mut NvmlDevice, f: impl FnOnce(&Gpu) -> Res) -> NvmlReturn {
     code(|| {
         let fixture = initialised()?;
+        if fixture.call_delay_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(fixture.call_delay_ms));
+        }
         let gpu = fixture
             .gpus
             .get(index_of(device)?)
@@ -527,6 +530,70 @@ pub unsafe extern "C" fn nvmlDeviceGetRemappedRows(
             put(is_pending, c_uint::from(rows.pending))?;
             put(failure_occurred, c_uint::from(rows.failure))
         }
+    })
+}
+
+/// One `nvmlFieldValue_t`.
+#[repr(C)]
+pub struct NvmlFieldValue {
+    field_id: c_uint,
+    scope_id: c_uint,
+    timestamp: i64,
+    latency_usec: i64,
+    value_type: c_uint,
+    nvml_return: NvmlReturn,
+    value: u64,
+}
+
+/// `NVML_VALUE_TYPE_UNSIGNED_INT`.
+const VALUE_TYPE_UNSIGNED_INT: c_uint = 1;
+/// Field ids answered: NVLink link count and the row-remapping counters.
+const FI_NVLINK_LINK_COUNT: c_uint = 91;
+const FI_REMAPPED_COR: c_uint = 142;
+const FI_REMAPPED_UNC: c_uint = 143;
+const FI_REMAPPED_PENDING: c_uint = 144;
+const FI_REMAPPED_FAILURE: c_uint = 145;
+
+/// `nvmlDeviceGetFieldValues`: the NVLink link count (field 91) and the
+/// row-remapping fields (142–145, NOT_SUPPORTED per value without row
+/// remapping); any other field NOT_SUPPORTED in its own entry.
+///
+/// # Safety
+/// `values` must point to `count` writable entries.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nvmlDeviceGetFieldValues(
+    device: *mut NvmlDevice,
+    count: i32,
+    values: *mut NvmlFieldValue,
+) -> NvmlReturn {
+    with_gpu(device, |gpu| {
+        let n = usize::try_from(count).map_err(|_| NVML_ERROR_INVALID_ARGUMENT)?;
+        if values.is_null() || n == 0 {
+            return Err(NVML_ERROR_INVALID_ARGUMENT);
+        }
+        // SAFETY: the caller passes `count` entries.
+        let entries = unsafe { std::slice::from_raw_parts_mut(values, n) };
+        for entry in entries {
+            let rows = gpu.remapped_rows;
+            let value = match entry.field_id {
+                FI_NVLINK_LINK_COUNT => Some(u64::try_from(gpu.nvlinks.len()).unwrap_or(0)),
+                FI_REMAPPED_COR => rows.map(|r| u64::from(r.corrected)),
+                FI_REMAPPED_UNC => rows.map(|r| u64::from(r.uncorrected)),
+                FI_REMAPPED_PENDING => rows.map(|r| u64::from(r.pending)),
+                FI_REMAPPED_FAILURE => rows.map(|r| u64::from(r.failure)),
+                _ => None,
+            };
+            match value {
+                Some(v) => {
+                    entry.value_type = VALUE_TYPE_UNSIGNED_INT;
+                    entry.nvml_return = NVML_SUCCESS;
+                    // The union's unsigned-int member is its first 4 bytes.
+                    entry.value = v & 0xffff_ffff;
+                }
+                None => entry.nvml_return = NVML_ERROR_NOT_SUPPORTED,
+            }
+        }
+        Ok(())
     })
 }
 
