@@ -1001,3 +1001,91 @@ async fn golden_plans_of_phase_cluster() {
     assert_ne!(bed.ticket().await.token.id(), old.token.id());
     assert!(phase::plan(&controller.cx()).await.unwrap().is_empty());
 }
+
+/// PCI GPUs (H100) under a fake root, for the GPU gate to see.
+fn with_pci_gpus(root: &Path, n: u32) {
+    for i in 0..n {
+        let d = root.join(format!(
+            "sys/bus/pci/devices/0000:{:02x}:00.0",
+            0x53 + i * 0x10
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("vendor"), "0x10de\n").unwrap();
+        std::fs::write(d.join("device"), "0x2330\n").unwrap();
+        std::fs::write(d.join("class"), "0x030200\n").unwrap();
+    }
+}
+
+/// Forms the bed's cluster with worker 0 on 8 stub GPUs, and returns the
+/// taints its Node registered with.
+async fn gated_worker_taints() -> Vec<Value> {
+    let bed = Bed::start().await;
+    let controller = bed.node(CONTROLLER).await;
+    let mut w0 = bed
+        .node_with(WORKERS[0], |root| with_pci_gpus(root, 8))
+        .await;
+    w0.config.gpu_health.library_path = Some(harness::nvml::stub_path());
+    let w1 = bed.node(WORKERS[1]).await;
+    let (rc, r0, r1) = tokio::join!(controller.bootstrap(), w0.bootstrap(), w1.bootstrap());
+    rc.unwrap();
+    r0.unwrap();
+    r1.unwrap();
+    let node = node_json(&bed.api, &w0.identity.node_name);
+    // The other worker, without GPUs, is never gated.
+    let other = node_json(&bed.api, &w1.identity.node_name);
+    assert!(
+        other["spec"]["taints"].as_array().is_none_or(|t| t
+            .iter()
+            .all(|t| t["key"] != lifecycle::cluster::gpu_gate::TAINT_KEY)),
+        "{other}"
+    );
+    node["spec"]["taints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_gpu_has_a_double_bit_error_joins_tainted_with_the_reason() {
+    let fixture = harness::nvml::NvmlFixture::new().gpus((0..8).map(|i| {
+        let g = harness::nvml::FakeGpu::h100(i);
+        if i == 5 { g.ecc_volatile(0, 1) } else { g }
+    }));
+    if harness::nvml::run_with_fixture(
+        "a_worker_whose_gpu_has_a_double_bit_error_joins_tainted_with_the_reason",
+        &fixture,
+    )
+    .is_none()
+    {
+        return;
+    }
+    let taints = gated_worker_taints().await;
+    assert!(
+        taints.contains(&serde_json::json!({
+            "key": lifecycle::cluster::gpu_gate::TAINT_KEY,
+            "value": "ecc-uncorrected",
+            "effect": "NoSchedule"
+        })),
+        "{taints:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_healthy_gpus_joins_without_the_gate_taint() {
+    let fixture = harness::nvml::NvmlFixture::new().gpus((0..8).map(harness::nvml::FakeGpu::h100));
+    if harness::nvml::run_with_fixture(
+        "a_worker_with_healthy_gpus_joins_without_the_gate_taint",
+        &fixture,
+    )
+    .is_none()
+    {
+        return;
+    }
+    let taints = gated_worker_taints().await;
+    assert!(
+        taints
+            .iter()
+            .all(|t| t["key"] != lifecycle::cluster::gpu_gate::TAINT_KEY),
+        "{taints:?}"
+    );
+}

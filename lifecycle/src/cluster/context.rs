@@ -41,6 +41,8 @@ pub struct Context<'a> {
     /// When `kubeadm init` succeeded in this run (its token's TTL counts
     /// from then).
     initialised_at: Mutex<Option<SystemTime>>,
+    /// The pre-join GPU gate, decided once per run (plan and apply agree).
+    gpu_gate: OnceLock<crate::cluster::gpu_gate::Gate>,
 }
 
 impl std::fmt::Debug for Context<'_> {
@@ -67,6 +69,7 @@ impl<'a> Context<'a> {
             admin: OnceCell::new(),
             first_token: OnceLock::new(),
             initialised_at: Mutex::new(None),
+            gpu_gate: OnceLock::new(),
         }
     }
 
@@ -88,6 +91,12 @@ impl<'a> Context<'a> {
     /// HyperPod cluster id, else the cluster's name.
     pub fn cluster_key(&self) -> &str {
         cluster_key(self.identity)
+    }
+
+    /// The pre-join GPU gate (probed once per run).
+    pub fn gpu_gate(&self) -> &crate::cluster::gpu_gate::Gate {
+        self.gpu_gate
+            .get_or_init(|| crate::cluster::gpu_gate::decide(self.host, self.config, self.identity))
     }
 
     /// The join-ticket rendezvous, connected on first use.

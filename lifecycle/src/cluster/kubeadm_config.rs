@@ -456,6 +456,18 @@ pub fn render_init(
     token: &BootstrapToken,
     kubeadm: KubeadmVersion,
 ) -> Result<Rendered> {
+    render_init_tainted(identity, config, hardware, token, kubeadm, &[])
+}
+
+/// [`render_init`] with `extra_taints` at registration (the GPU gate's).
+pub fn render_init_tainted(
+    identity: &NodeIdentity,
+    config: &Config,
+    hardware: &Hardware,
+    token: &BootstrapToken,
+    kubeadm: KubeadmVersion,
+    extra_taints: &[crate::values::taint::Taint],
+) -> Result<Rendered> {
     if identity.role != Role::Controller {
         return Err(role_mismatch("InitConfiguration", identity));
     }
@@ -465,7 +477,7 @@ pub fn render_init(
         identity.expected_nodes,
         &identity.node_addresses,
     )?;
-    let registration = node_registration(identity, config, hardware, api)?;
+    let registration = node_registration(identity, config, hardware, api, extra_taints)?;
     let control_plane_endpoint = api_endpoint(identity, config)?;
     let init = InitConfiguration {
         api_version: api.as_str(),
@@ -545,6 +557,19 @@ pub fn render_join(
     kubeadm: KubeadmVersion,
     discovery: &JoinDiscovery,
 ) -> Result<Rendered> {
+    render_join_tainted(identity, config, hardware, token, kubeadm, discovery, &[])
+}
+
+/// [`render_join`] with `extra_taints` at registration (the GPU gate's).
+pub fn render_join_tainted(
+    identity: &NodeIdentity,
+    config: &Config,
+    hardware: &Hardware,
+    token: &BootstrapToken,
+    kubeadm: KubeadmVersion,
+    discovery: &JoinDiscovery,
+    extra_taints: &[crate::values::taint::Taint],
+) -> Result<Rendered> {
     if identity.role == Role::Controller || !identity.joins {
         return Err(role_mismatch("JoinConfiguration", identity));
     }
@@ -571,7 +596,7 @@ pub fn render_join(
                 ca_cert_hashes: discovery.ca_cert_hashes.clone(),
             },
         },
-        node_registration: node_registration(identity, config, hardware, api)?,
+        node_registration: node_registration(identity, config, hardware, api, extra_taints)?,
     };
     Ok(Rendered {
         api_version: api,
@@ -630,6 +655,7 @@ fn node_registration(
     config: &Config,
     hardware: &Hardware,
     api: ApiVersion,
+    extra_taints: &[crate::values::taint::Taint],
 ) -> Result<NodeRegistration> {
     if !valid_node_name(&identity.node_name) {
         return Err(ClusterConfigError::InvalidNodeName {
@@ -644,7 +670,25 @@ fn node_registration(
     // Registration is the only moment a node may taint itself. The
     // controller keeps kubeadm's default control-plane taint when its group
     // sets none (taints unset).
-    let taints: Vec<Taint> = node_taints(identity, config, hardware)
+    let mut all = node_taints(identity, config, hardware);
+    all.extend(extra_taints.iter().cloned());
+    // A controller keeps kubeadm's control-plane taint: setting any taint
+    // replaces kubeadm's default, so it is added back explicitly.
+    const CONTROL_PLANE: &str = "node-role.kubernetes.io/control-plane";
+    if identity.role == Role::Controller
+        && !all.is_empty()
+        && !all.iter().any(|t| t.key == CONTROL_PLANE)
+    {
+        all.insert(
+            0,
+            crate::values::taint::Taint {
+                key: CONTROL_PLANE.into(),
+                value: String::new(),
+                effect: crate::values::taint::Effect::NoSchedule,
+            },
+        );
+    }
+    let taints: Vec<Taint> = all
         .into_iter()
         .map(|t| Taint {
             key: t.key,

@@ -21,6 +21,7 @@ pub mod bootstrap_token;
 pub mod ca_pin;
 pub mod context;
 pub mod error;
+pub mod gpu_gate;
 pub mod join_ticket;
 pub mod kubeadm;
 pub mod kubeadm_config;

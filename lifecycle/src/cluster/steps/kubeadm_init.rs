@@ -35,6 +35,9 @@ pub fn plan(cx: &Context<'_>) -> Result<StepPlan, Error> {
         return Ok(plan);
     }
     let version = cx.kubeadm_version(Some(&mut plan))?;
+    if let Some(note) = &cx.gpu_gate().note {
+        plan.note(note.clone());
+    }
     let (rendered, network) = init_documents(cx, version)?;
     plan.note(format!(
         "pod network {} with /{} per node: {} nodes fit, {} needed (expected plus headroom); services {}",
@@ -152,12 +155,13 @@ fn init_documents(
     cx: &Context<'_>,
     version: KubeadmVersion,
 ) -> Result<(kubeadm_config::Rendered, PodNetwork), Error> {
-    let rendered = kubeadm_config::render_init(
+    let rendered = kubeadm_config::render_init_tainted(
         cx.identity,
         cx.config,
         &Hardware::detect(cx.host)?,
         cx.first_token()?,
         version,
+        &cx.gpu_gate().taints,
     )?;
     let network = rendered
         .pod_network()

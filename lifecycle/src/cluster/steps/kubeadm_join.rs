@@ -38,6 +38,9 @@ pub fn plan(cx: &Context<'_>) -> Result<StepPlan, Error> {
     let version = cx.kubeadm_version(Some(&mut plan))?;
     version.api_version()?;
     kubeadm_config::node_labels(cx.identity, &Hardware::detect(cx.host)?, cx.config)?;
+    if let Some(note) = &cx.gpu_gate().note {
+        plan.note(note.clone());
+    }
     plan.push(Change::WaitForTicket {
         location: cx.rendezvous_location(),
         deadline_secs: cx.config.rendezvous.deadline_secs,
@@ -73,13 +76,14 @@ pub async fn apply(cx: &Context<'_>, plan: StepPlan) -> Result<StepPlan, Error> 
         api_server_endpoint: ticket.endpoint.clone(),
         ca_cert_hashes: ticket.ca_pins.clone(),
     };
-    let rendered = kubeadm_config::render_join(
+    let rendered = kubeadm_config::render_join_tainted(
         cx.identity,
         cx.config,
         &hardware,
         &token,
         version,
         &discovery,
+        &cx.gpu_gate().taints,
     )?;
     cx.host
         .write_secret(kubeadm::JOIN_CONFIG, rendered.as_bytes())?;
