@@ -9,6 +9,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
+PROMETHEUS_CLIENT_VERSION="${PROMETHEUS_CLIENT_VERSION:-0.21.1}"
 MOTO_VERSION="5.2.5"
 VENV="$ROOT/.venv"
 STARTED=$SECONDS
@@ -58,6 +59,10 @@ if [[ $installed != "$MOTO_VERSION" || ! -x $VENV/bin/moto_server ]]; then
 	"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 else
 	echo "moto $MOTO_VERSION already installed in $VENV"
+fi
+# An independent parser of the Prometheus text format, for the agent's metrics.
+if ! "$VENV/bin/python" -c 'import prometheus_client' 2>/dev/null; then
+	"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "prometheus_client==$PROMETHEUS_CLIENT_VERSION"
 fi
 # The interpreter the moto launcher in tests/ starts moto_server with.
 export HPK8S_MOTO_PYTHON="$VENV/bin/python"

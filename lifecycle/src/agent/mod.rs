@@ -1,16 +1,25 @@
 //! `hpk8s agent`: the long-running loops, on every node, supervised by
-//! systemd.
+//! systemd (`Type=notify`: `READY=1` after the first GPU probe and publish
+//! attempt, `WATCHDOG=1` only while the GPU event thread and the probe
+//! loop are both alive).
 //!
-//! On the controller: the join ticket kept fresh ([`token_rotation`]) and
-//! the controller's labels on nodes that join later ([`node_labels`]).
-//! Other nodes have nothing to do yet; the agent says so and keeps running
-//! until stopped, so that systemd supervises it the same way everywhere.
+//! On every node that joins: GPU health ([`gpu_health`], its metrics in
+//! [`metrics`]) and, on EC2, interruption notices ([`interruption`]), both
+//! published with the node's own credential ([`node_status`]). On the
+//! controller also: the join ticket kept fresh ([`token_rotation`]), the
+//! controller's labels on nodes that join later ([`node_labels`]) and the
+//! removal of elastic nodes that vanished ([`scale_in`]).
 
+pub mod gpu_health;
+pub mod interruption;
+pub mod metrics;
 pub mod node_labels;
+pub mod node_status;
 pub mod scale_in;
 pub mod token_rotation;
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use futures::FutureExt as _;
@@ -25,18 +34,133 @@ pub async fn run(
     cx: &Context<'_>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    if cx.identity.role == Role::Controller && cx.identity.joins {
-        return run_controller(cx, shutdown).await;
-    }
-    tracing::info!(
-        role = ?cx.identity.role,
-        node = %cx.identity.node_name,
-        "nothing for the agent to do on this node yet; waiting until stopped"
-    );
-    shutdown.await;
+    let shutdown = shutdown.shared();
+    let health = node_loops(cx, shutdown.clone());
+    let controller = async {
+        if cx.identity.role == Role::Controller && cx.identity.joins {
+            run_controller(cx, shutdown.clone()).await
+        } else {
+            shutdown.clone().await;
+            Ok(())
+        }
+    };
+    let ((), result) = tokio::join!(health, controller);
     scale_in::on_shutdown(cx).await;
     tracing::info!("agent stopped");
-    Ok(())
+    result
+}
+
+/// GPU health, metrics, interruption notices and the systemd protocol.
+async fn node_loops(cx: &Context<'_>, shutdown: impl Future<Output = ()> + Clone + Send + 'static) {
+    let cfg = &cx.config.gpu_health;
+    let state = Arc::new(Mutex::new(gpu_health::HealthState::default()));
+    let liveness = Arc::new(gpu_health::Liveness::default());
+    let gpu = gpu_health::Loop {
+        host: cx.host.clone(),
+        config: cfg.clone(),
+        instance_type: cx.identity.instance_type.clone(),
+        node_name: cx.identity.node_name.clone(),
+        status: None,
+        state: state.clone(),
+        liveness: liveness.clone(),
+    };
+    let gpu = gpu.run(shutdown.clone());
+    let metrics = async {
+        if !cfg.metrics {
+            return;
+        }
+        match tokio::net::TcpListener::bind(cfg.metrics_address).await {
+            Ok(listener) => {
+                tracing::info!(address = %cfg.metrics_address, "serving GPU health metrics");
+                tokio::select! {
+                    () = metrics::serve(listener, state.clone()) => {}
+                    () = shutdown.clone() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(address = %cfg.metrics_address, error = %e, "cannot serve metrics")
+            }
+        }
+    };
+    let interruptions = async {
+        let every = std::time::Duration::from_secs(cfg.interruption_poll_secs);
+        let endpoint = crate::identity::imds_endpoint(
+            cx.host,
+            cx.config,
+            crate::identity::imds::DEFAULT_ENDPOINT,
+        );
+        match endpoint {
+            Some(endpoint) if !every.is_zero() => {
+                let timeout =
+                    std::time::Duration::from_millis(cx.config.identity.imds_timeout_ms.max(1));
+                match crate::identity::ImdsClient::new(endpoint, timeout) {
+                    Ok(imds) => {
+                        interruption::run(
+                            imds,
+                            every,
+                            cx.host.clone(),
+                            cx.identity.node_name.clone(),
+                            shutdown.clone(),
+                        )
+                        .await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot poll IMDS for interruption notices")
+                    }
+                }
+            }
+            _ => {}
+        }
+    };
+    let systemd = watchdog(state.clone(), liveness, cfg.clone(), shutdown.clone());
+    tokio::join!(gpu, metrics, interruptions, systemd);
+}
+
+/// `READY=1` once the first probe and publish attempt are done; then
+/// `WATCHDOG=1` every half watchdog interval while both halves of the GPU
+/// loop are alive. Outside systemd (no `NOTIFY_SOCKET`) nothing is sent.
+async fn watchdog(
+    state: Arc<Mutex<gpu_health::HealthState>>,
+    liveness: Arc<gpu_health::Liveness>,
+    cfg: crate::config::GpuHealthConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    use sd_notify::NotifyState;
+    tokio::pin!(shutdown);
+    let mut usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut usec);
+    let ping =
+        std::time::Duration::from_micros(usec / 2).max(std::time::Duration::from_millis(500));
+    // Both halves stamp at least every probe interval (plus a probe's
+    // time-out and the event thread's wait).
+    let window =
+        std::time::Duration::from_secs(cfg.probe_interval_secs + cfg.probe_timeout_secs + 10);
+    let mut ready = false;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200).min(ping));
+    loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        if !ready && state.lock().map(|s| s.ready).unwrap_or(false) {
+            ready = true;
+            tracing::info!("agent ready");
+            let _ = sd_notify::notify(false, &[NotifyState::Ready]);
+            tick = tokio::time::interval(ping);
+        }
+        if ready && watchdog {
+            if liveness.alive(window) {
+                let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+            } else {
+                tracing::error!(
+                    "a GPU health loop is stuck: no watchdog ping, systemd will restart the agent"
+                );
+            }
+        }
+    }
 }
 
 async fn run_controller(

@@ -8,6 +8,7 @@
 pub mod check;
 pub mod classify;
 pub mod condition;
+pub mod events;
 pub mod expected;
 pub mod history;
 pub mod probe;

@@ -17,6 +17,15 @@ pub fn rfc3339(t: SystemTime) -> String {
         .to_string()
 }
 
+/// `t` as the timestamp type of Kubernetes objects (whole seconds).
+pub fn timestamp(t: SystemTime) -> Timestamp {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    Timestamp::from_second(secs).unwrap_or(Timestamp::MAX)
+}
+
 /// Parses RFC 3339 with any offset (`2026-11-23T15:00:00Z`,
 /// `2026-11-23T17:00:00+02:00`), to whole seconds; `None` when it is not
 /// RFC 3339 or lies before 1970.
