@@ -58,7 +58,7 @@ fn dry_run_on_this_machine_prints_a_plan_for_a_local_cluster() {
     assert!(out.status.success());
     let plans: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plans[0]["phase"], "prepare");
-    assert_eq!(plans[0]["steps"].as_array().unwrap().len(), 4);
+    assert_eq!(plans[0]["steps"].as_array().unwrap().len(), 5);
     assert_eq!(plans[1]["phase"], "cluster");
 
     let out = hpk8s(
@@ -188,7 +188,8 @@ fn the_agent_keeps_running_on_a_worker_until_sigterm() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("nothing for the agent to do"), "{stderr}");
+    // A worker without GPUs: ready at once (nothing to probe), then idle.
+    assert!(stderr.contains("agent ready"), "{stderr}");
     assert!(stderr.contains("agent stopped"), "{stderr}");
 }
 

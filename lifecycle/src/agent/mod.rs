@@ -38,7 +38,25 @@ pub async fn run(
     let health = node_loops(cx, shutdown.clone());
     let controller = async {
         if cx.identity.role == Role::Controller && cx.identity.joins {
-            run_controller(cx, shutdown.clone()).await
+            // Started by phase prepare before `kubeadm init`: wait for the
+            // control plane rather than fail.
+            let mut logged = false;
+            loop {
+                match cx.formed_controller().await {
+                    Ok(_) => break run_controller(cx, shutdown.clone()).await,
+                    Err(e) if e.kind() == "control_plane_not_formed" => {
+                        if !logged {
+                            tracing::info!("the control plane is not formed yet; the controller's loops wait for it");
+                            logged = true;
+                        }
+                        tokio::select! {
+                            () = shutdown.clone() => break Ok(()),
+                            () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+                        }
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
         } else {
             shutdown.clone().await;
             Ok(())

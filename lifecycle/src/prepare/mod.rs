@@ -7,7 +7,9 @@
 //! 2. `networking`: kernel modules, sysctls, swap.
 //! 3. `instance-store`: local NVMe mounted, kubelet's directory moved onto it.
 //! 4. `containerd`: systemd cgroups, data root, NVIDIA runtime, restart.
+//! 5. `agent`: the node agent's systemd unit, enabled and running.
 
+pub mod agent_unit;
 pub mod containerd;
 mod context;
 pub mod instance_store;
@@ -34,15 +36,18 @@ pub enum Step {
     InstanceStore,
     /// containerd.
     Containerd,
+    /// The node agent's unit.
+    Agent,
 }
 
 impl Step {
     /// All steps in order.
-    pub const ALL: [Step; 4] = [
+    pub const ALL: [Step; 5] = [
         Step::Packages,
         Step::Networking,
         Step::InstanceStore,
         Step::Containerd,
+        Step::Agent,
     ];
 
     /// Name in plans and the state file.
@@ -52,6 +57,7 @@ impl Step {
             Step::Networking => "networking",
             Step::InstanceStore => "instance-store",
             Step::Containerd => "containerd",
+            Step::Agent => "agent",
         }
     }
 
@@ -69,6 +75,7 @@ impl Step {
             Step::Networking => networking::plan(cx)?,
             Step::InstanceStore => instance_store::plan(cx)?,
             Step::Containerd => containerd::plan(cx)?,
+            Step::Agent => agent_unit::plan(cx)?,
         })
     }
 }
