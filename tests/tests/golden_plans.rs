@@ -383,7 +383,13 @@ async fn state_file_records_finished_phase() {
     assert!(phase.finished);
     assert_eq!(
         phase.completed,
-        ["packages", "networking", "instance-store", "containerd", "agent"]
+        [
+            "packages",
+            "networking",
+            "instance-store",
+            "containerd",
+            "agent"
+        ]
     );
     assert_eq!(host.mode_of(lifecycle::state::STATE_FILE), Some(0o600));
 }

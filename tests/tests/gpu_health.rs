@@ -597,3 +597,96 @@ scenario!(
         );
     }
 );
+
+/// The keys of every object in `v`, by path (`""`, `faults[]`,
+/// `snapshot.gpus[]`, …), arrays merged.
+fn shape(
+    v: &serde_json::Value,
+    path: &str,
+    out: &mut std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let keys = out.entry(path.to_string()).or_default();
+            keys.extend(m.keys().cloned());
+            for (k, v) in m {
+                // Signals are {"value": …} or {"unavailable": …}: one shape.
+                if v.get("value").is_some() || v.get("unavailable").is_some() {
+                    continue;
+                }
+                shape(v, &format!("{path}.{k}"), out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for v in a {
+                shape(v, &format!("{path}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The example of `docs/gpu-health.md` (its JSON block, `…` made strings).
+fn documented_example() -> serde_json::Value {
+    let doc =
+        std::fs::read_to_string(harness::workspace_root().join("docs/gpu-health.md")).unwrap();
+    let block = doc
+        .split("```json\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap();
+    serde_json::from_str(&block.replace("\"GPU-…\"", "\"GPU-x\"")).unwrap()
+}
+
+scenario!(
+    gpu_check_json_matches_the_documented_schema_and_exits_by_class,
+    {
+        let mut f = eight();
+        *f.gpu_mut(1) = FakeGpu::h100(1).ecc_volatile(0, 3);
+        f
+    },
+    |host| {
+        let config = host.path("/etc/hpk8s/config.toml");
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        std::fs::write(
+        &config,
+        format!(
+            "[identity]\nsource = \"local\"\n[node]\naddress = \"10.9.9.9\"\n[gpu_health]\nlibrary_path = \"{}\"\n",
+            stub_path().display()
+        ),
+    )
+    .unwrap();
+        #[allow(clippy::disallowed_methods)] // the binary under test
+        let out = std::process::Command::new(harness::hpk8s_bin())
+            .args([
+                "--root",
+                host.root().to_str().unwrap(),
+                "gpu-check",
+                "--output",
+                "json",
+            ])
+            .env("HPK8S_LOG", "off")
+            .output()
+            .unwrap();
+        // Reboot class: the host class's code.
+        assert_eq!(
+            out.status.code(),
+            Some(11),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr
+                .starts_with("error[gpu_needs_reboot]: GPU check: reboot (GPU 1 ecc-uncorrected)"),
+            "{stderr}"
+        );
+        // Exactly one JSON document on stdout: the report.
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["worst"], "reboot");
+        let (mut got, mut want) = (Default::default(), Default::default());
+        shape(&report, "", &mut got);
+        shape(&documented_example(), "", &mut want);
+        assert_eq!(got, want, "the JSON differs from docs/gpu-health.md");
+    }
+);

@@ -46,7 +46,9 @@ pub async fn run(
                     Ok(_) => break run_controller(cx, shutdown.clone()).await,
                     Err(e) if e.kind() == "control_plane_not_formed" => {
                         if !logged {
-                            tracing::info!("the control plane is not formed yet; the controller's loops wait for it");
+                            tracing::info!(
+                                "the control plane is not formed yet; the controller's loops wait for it"
+                            );
                             logged = true;
                         }
                         tokio::select! {

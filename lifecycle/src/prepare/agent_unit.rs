@@ -26,14 +26,21 @@ pub fn plan(cx: &Context<'_>) -> Result<StepPlan, FsError> {
     let written = changed.is_some();
     plan.push_opt(changed);
     if written {
-        plan.push(Change::service(UNIT, ServiceOperation::DaemonReload, "the agent's unit changed"));
+        plan.push(Change::service(
+            UNIT,
+            ServiceOperation::DaemonReload,
+            "the agent's unit changed",
+        ));
     }
     let (enabled, active) = state(cx.host);
     // `--no-block`: the agent reports ready after its first GPU probe,
     // which bootstrap does not wait for (a hung driver would hold it).
     if !enabled || !active || written {
         let (args, why): (&[&str], &str) = match (enabled, active) {
-            (false, _) => (&["enable", "--now", "--no-block"], "the agent is not enabled"),
+            (false, _) => (
+                &["enable", "--now", "--no-block"],
+                "the agent is not enabled",
+            ),
             (true, false) => (&["restart", "--no-block"], "the agent is not running"),
             (true, true) => (&["restart", "--no-block"], "its unit changed"),
         };
