@@ -96,8 +96,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Loop {
     /// Runs until `shutdown`.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()> + Send) {
+        use futures::FutureExt as _;
+        let shutdown = shutdown.boxed().shared();
         self.liveness.probes.store(now_secs(), Ordering::Relaxed);
         // A node without GPUs: a cheap look at the PCI bus now and then.
         loop {
@@ -114,14 +115,14 @@ impl Loop {
             self.liveness.probes.store(now_secs(), Ordering::Relaxed);
             tracing::debug!("no NVIDIA GPUs on the PCI bus; looking again later");
             tokio::select! {
-                () = &mut shutdown => return,
+                () = shutdown.clone() => return,
                 () = tokio::time::sleep(PRESENCE_EVERY.min(Duration::from_secs(self.config.probe_interval_secs.max(1)) * 10)) => {}
             }
         }
         lock(&self.state).has_gpus = true;
 
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<GpuEvent>(EVENT_QUEUE);
+        let (tx, rx) = tokio::sync::mpsc::channel::<GpuEvent>(EVENT_QUEUE);
         let _events = events::spawn(
             self.config.clone(),
             tx,
@@ -142,28 +143,46 @@ impl Loop {
             )
         };
 
+        let (conditions, latest) = tokio::sync::watch::channel(None::<condition::Condition>);
+        let (events_tx, events_rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        let publisher = Publisher {
+            host: self.host.clone(),
+            node_name: self.node_name.clone(),
+            status: self.status.take(),
+            state: self.state.clone(),
+        };
+        let publishing = publisher.run(latest, events_rx, shutdown.clone());
+        let probing = self.probe_loop(conditions, events_tx, shutdown, rx, opened);
+        tokio::join!(publishing, probing);
+        stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Probes until `shutdown`, handing each condition and new fault's
+    /// Event to the publisher: an API outage never holds up a probe (or
+    /// the watchdog's pings).
+    async fn probe_loop(
+        self,
+        conditions: tokio::sync::watch::Sender<Option<condition::Condition>>,
+        events_tx: tokio::sync::mpsc::Sender<(bool, String, String)>,
+        shutdown: impl std::future::Future<Output = ()>,
+        mut rx: tokio::sync::mpsc::Receiver<GpuEvent>,
+        opened: Arc<Opened>,
+    ) {
+        tokio::pin!(shutdown);
         let boot = history::boot_id(&self.host);
         let mut history = History::load(&self.host);
         let mut xids: Vec<XidEvent> = history.xids(&boot);
         let earlier = history.earlier(&boot);
         let mut trend = Trend::default();
         let mut last_replays: BTreeMap<u32, (u64, Instant)> = BTreeMap::new();
-        let mut announced: BTreeSet<(String, Option<u32>)> = BTreeSet::new();
-        let mut published: Option<condition::Condition> = None;
-        let mut published_at = Instant::now();
-        let mut publish_pending = true;
         let interval = Duration::from_secs(self.config.probe_interval_secs.max(1));
         let timeout = Duration::from_secs(self.config.probe_timeout_secs.max(1));
         let mut next_probe = Instant::now();
+        let mut announced: BTreeSet<(String, Option<u32>)> = BTreeSet::new();
+        let mut stuck: Option<tokio::task::JoinHandle<crate::gpu::signals::Snapshot>> = None;
 
         loop {
-            // Wait for the next probe, an event, or a publish retry.
-            let wake = if publish_pending {
-                next_probe.min(Instant::now() + REPUBLISH_AFTER_FAILURE)
-            } else {
-                next_probe
-            };
-            let probe_now;
+            // Wait for the next probe or an event.
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(event) = rx.recv() => {
@@ -172,40 +191,56 @@ impl Loop {
                         tracing::warn!(gpu = x.gpu, xid = x.xid, "GPU reported an XID");
                         xids.push(x.clone());
                     }
-                    probe_now = true;
                 }
-                () = tokio::time::sleep_until(wake.into()) => {
-                    probe_now = Instant::now() >= next_probe;
-                }
+                () = tokio::time::sleep_until(next_probe.into()) => {}
             }
             self.liveness.probes.store(now_secs(), Ordering::Relaxed);
-            if probe_now {
+            {
                 next_probe = Instant::now() + interval;
                 let hw = Hardware::detect(&self.host).unwrap_or_default();
                 let expected = self
                     .instance_type
                     .as_deref()
                     .and_then(|t| crate::gpu::expected::expected(t, &self.config.expected));
+                // A probe still stuck in a driver call: no second thread
+                // into the driver; report the failure again meanwhile.
+                if stuck.as_ref().is_some_and(|j| j.is_finished()) {
+                    stuck = None;
+                    self.liveness.probe_stuck.store(false, Ordering::Relaxed);
+                    tracing::info!("the stuck GPU probe returned");
+                }
                 let it = self.instance_type.clone();
                 let o = opened.clone();
-                let job = tokio::task::spawn_blocking(move || {
-                    probe::probe(&o, &hw, it.as_deref(), expected)
-                });
-                let snapshot = match tokio::time::timeout(timeout, job).await {
+                let hw_probe = hw;
+                let outcome = if stuck.is_some() {
+                    Err(None)
+                } else {
+                    let mut job = tokio::task::spawn_blocking(move || {
+                        probe::probe(&o, &hw_probe, it.as_deref(), expected)
+                    });
+                    match tokio::time::timeout(timeout, &mut job).await {
+                        Ok(r) => Ok(r),
+                        Err(_) => Err(Some(job)),
+                    }
+                };
+                let snapshot = match outcome {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, "the GPU probe panicked");
                         continue;
                     }
-                    Err(_) => {
-                        // A driver call hangs: stop feeding the watchdog so
-                        // systemd restarts the agent (the stuck thread cannot
-                        // be cancelled), and say so meanwhile.
-                        tracing::error!(
-                            timeout_secs = timeout.as_secs(),
-                            "a GPU probe did not return; the agent will be restarted by its watchdog"
-                        );
-                        self.liveness.probe_stuck.store(true, Ordering::Relaxed);
+                    Err(job) => {
+                        if let Some(job) = job {
+                            // A driver call hangs: stop feeding the watchdog
+                            // so systemd restarts the agent (the stuck thread
+                            // cannot be cancelled), and say so meanwhile.
+                            tracing::error!(
+                                timeout_secs = timeout.as_secs(),
+                                "a GPU probe did not return; the agent will be restarted by its watchdog"
+                            );
+                            self.liveness.probe_stuck.store(true, Ordering::Relaxed);
+                            stuck = Some(job);
+                        }
                         let mut failed = probe::probe(
                             &Opened {
                                 nvml: None,
@@ -262,56 +297,142 @@ impl Loop {
                     snapshot,
                 };
                 lock(&self.state).report = Some(report);
-                if published.as_ref() != Some(&cond) || published_at.elapsed() >= REFRESH_EVERY {
-                    publish_pending = true;
-                }
-                published = Some(cond);
-                if let Some(status) = &self.status {
-                    for (warning, reason, message) in events_to_send {
-                        if let Err(e) = status.event(warning, &reason, &message).await {
-                            tracing::warn!(error = %e, "cannot create an Event for a GPU fault");
-                        }
+                for event in events_to_send {
+                    if events_tx.try_send(event).is_err() {
+                        tracing::warn!(
+                            "too many GPU fault Events waiting for the API server; one dropped"
+                        );
                     }
                 }
-            }
-            if publish_pending && self.status.is_none() {
-                match crate::kube::client::client(&self.host, crate::kube::client::Credential::Node)
-                    .await
-                {
-                    Ok(client) => self.status = Some(NodeStatus::new(client, &self.node_name)),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "no kubelet credential yet; the GPU condition waits")
-                    }
-                }
-            }
-            if publish_pending && let Some(cond) = &published {
-                let ok = match &mut self.status {
-                    Some(status) => {
-                        let c = Published {
-                            type_: cond.type_.into(),
-                            status: cond.status.into(),
-                            reason: cond.reason.into(),
-                            message: cond.message.clone(),
-                        };
-                        match status.publish(&c).await {
-                            Ok(()) => true,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot publish the GPU condition; keeping the latest state and retrying");
-                                false
-                            }
-                        }
-                    }
-                    None => false,
-                };
-                if ok {
-                    publish_pending = false;
-                    published_at = Instant::now();
-                    lock(&self.state).last_publish = Some(SystemTime::now());
-                }
-                lock(&self.state).ready = true;
+                conditions.send_replace(Some(cond));
             }
         }
-        stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Publishes the latest condition and the fault Events with the node's
+/// own credential, on its own schedule: retried every
+/// [`REPUBLISH_AFTER_FAILURE`] while the API server is away (only the
+/// latest condition is kept), refreshed every [`REFRESH_EVERY`].
+struct Publisher {
+    host: Host,
+    node_name: String,
+    /// Connected on first use: a node that has not joined yet has no
+    /// kubelet credential, and keeps its state until it has.
+    status: Option<NodeStatus>,
+    state: Arc<Mutex<HealthState>>,
+}
+
+impl Publisher {
+    async fn run(
+        mut self,
+        mut latest: tokio::sync::watch::Receiver<Option<condition::Condition>>,
+        mut events: tokio::sync::mpsc::Receiver<(bool, String, String)>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let mut published: Option<condition::Condition> = None;
+        let mut published_at = Instant::now();
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            let refresh = published_at + REFRESH_EVERY;
+            let wake = retry_at.map_or(refresh, |r| r.min(refresh));
+            tokio::select! {
+                () = &mut shutdown => return,
+                changed = latest.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                Some(first) = events.recv() => {
+                    let mut pending = vec![first];
+                    while let Ok(e) = events.try_recv() {
+                        pending.push(e);
+                    }
+                    self.send_events(pending).await;
+                    continue;
+                }
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+            let Some(cond) = latest.borrow_and_update().clone() else {
+                continue;
+            };
+            let due = published.as_ref() != Some(&cond)
+                || published_at.elapsed() >= REFRESH_EVERY
+                || retry_at.is_some();
+            if !due {
+                continue;
+            }
+            let ok = self.publish(&cond).await;
+            {
+                let mut st = lock(&self.state);
+                // READY=1 after the first probe and publish attempt.
+                st.ready = true;
+                if ok {
+                    st.last_publish = Some(SystemTime::now());
+                }
+            }
+            if ok {
+                published = Some(cond);
+                published_at = Instant::now();
+                retry_at = None;
+            } else {
+                retry_at = Some(Instant::now() + REPUBLISH_AFTER_FAILURE);
+            }
+        }
+    }
+
+    async fn connect(&mut self) -> Option<&mut NodeStatus> {
+        if self.status.is_none() {
+            // The loop is the retry: every answer comes back at once.
+            match crate::kube::client::client_with(
+                &self.host,
+                crate::kube::client::Credential::Node,
+                crate::kube::client::Retries::Caller,
+            )
+            .await
+            {
+                Ok(client) => self.status = Some(NodeStatus::new(client, &self.node_name)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no kubelet credential yet; the GPU condition waits");
+                }
+            }
+        }
+        self.status.as_mut()
+    }
+
+    async fn publish(&mut self, cond: &condition::Condition) -> bool {
+        let Some(status) = self.connect().await else {
+            return false;
+        };
+        let c = Published {
+            type_: cond.type_.into(),
+            status: cond.status.into(),
+            reason: cond.reason.into(),
+            message: cond.message.clone(),
+        };
+        match status.publish(&c).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot publish the GPU condition; keeping the latest state and retrying");
+                false
+            }
+        }
+    }
+
+    async fn send_events(&mut self, pending: Vec<(bool, String, String)>) {
+        let Some(status) = self.connect().await else {
+            tracing::debug!(
+                count = pending.len(),
+                "no kubelet credential yet; GPU fault Events not sent"
+            );
+            return;
+        };
+        for (warning, reason, message) in pending {
+            if let Err(e) = status.event(warning, &reason, &message).await {
+                tracing::warn!(error = %e, "cannot create an Event for a GPU fault");
+            }
+        }
     }
 }
 

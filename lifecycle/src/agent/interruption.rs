@@ -160,7 +160,14 @@ pub async fn run(
             continue;
         }
         if status.is_none() {
-            match crate::kube::client::client(&host, crate::kube::client::Credential::Node).await {
+            // The poll is the retry: every answer comes back at once.
+            match crate::kube::client::client_with(
+                &host,
+                crate::kube::client::Credential::Node,
+                crate::kube::client::Retries::Caller,
+            )
+            .await
+            {
                 Ok(c) => status = Some(NodeStatus::new(c, &node_name)),
                 Err(e) => {
                     tracing::debug!(error = %e, "no kubelet credential yet for the interruption condition");

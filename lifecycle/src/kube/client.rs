@@ -91,10 +91,48 @@ pub async fn client(host: &Host, credential: Credential) -> Result<Client, Clien
     from_kubeconfig(&host.path(credential.path()), Path::new(credential.path())).await
 }
 
+/// Whether kube's own retries of 429/503/504 (up to 15, with backoff) are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retries {
+    /// kube retries: one-shot callers that want an answer.
+    Kube,
+    /// Every answer reaches the caller at once: loops that retry on their
+    /// own schedule (a status publisher must not sit in kube's backoff
+    /// while its watchdog waits) and evictions, whose 429 names a budget.
+    Caller,
+}
+
+/// [`client`] with kube's retries chosen.
+pub async fn client_with(
+    host: &Host,
+    credential: Credential,
+    retries: Retries,
+) -> Result<Client, ClientError> {
+    build(
+        &host.path(credential.path()),
+        Path::new(credential.path()),
+        retries,
+    )
+    .await
+}
+
 /// A client from the kubeconfig at `path` (`shown` in messages), with
 /// hpk8s's connect time-out. kube's own retries of 429/503/504 stay on:
-/// callers that must see those answers (evictions) build their own.
+/// callers that must see those answers use [`client_with`].
 pub async fn from_kubeconfig(path: &Path, shown: &Path) -> Result<Client, ClientError> {
+    build(path, shown, Retries::Kube).await
+}
+
+/// [`from_kubeconfig`] with kube's retries chosen.
+pub async fn from_kubeconfig_with(
+    path: &Path,
+    shown: &Path,
+    retries: Retries,
+) -> Result<Client, ClientError> {
+    build(path, shown, retries).await
+}
+
+async fn build(path: &Path, shown: &Path, retries: Retries) -> Result<Client, ClientError> {
     let bad = |message: String| ClientError::Kubeconfig {
         path: shown.to_path_buf(),
         message,
@@ -105,6 +143,7 @@ pub async fn from_kubeconfig(path: &Path, shown: &Path) -> Result<Client, Client
             .await
             .map_err(|e| bad(e.to_string()))?;
     config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.default_retry = retries == Retries::Kube;
     let url = crate::values::url::redact_url(&config.cluster_url.to_string());
     match ENDPOINT.write() {
         Ok(mut e) => *e = url,
