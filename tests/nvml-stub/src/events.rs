@@ -17,8 +17,8 @@ use crate::{
 /// `nvmlEventTypeXidCriticalError`.
 const EVENT_XID: u64 = 0x8;
 
-/// How often a waiting thread looks at the clock and the fixture again.
-const POLL: Duration = Duration::from_millis(5);
+/// How often a waiting thread re-reads the fixture when no XID is due sooner.
+const REREAD: Duration = Duration::from_millis(50);
 
 /// What an `nvmlEventSet_t` points at.
 pub struct NvmlEventSet {
@@ -157,6 +157,29 @@ fn take_due(set: &NvmlEventSet, timeline: &[Xid]) -> Option<Xid> {
     Some(first)
 }
 
+/// Environment variable naming a file that gets a line per delivered XID,
+/// `<gpu> <xid> <nanoseconds since the epoch>`: benchmarks measure from
+/// the moment the "driver" handed the event over.
+pub const DELIVERY_LOG_ENV: &str = "HPK8S_NVML_DELIVERY_LOG";
+
+fn log_delivery(xid: &Xid) {
+    use std::io::Write as _;
+    let Some(path) = std::env::var_os(DELIVERY_LOG_ENV) else {
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{} {} {nanos}", xid.gpu, xid.xid);
+    }
+}
+
 /// `nvmlEventSetWait_v2`: the next due XID, or TIMEOUT after `timeoutms`.
 ///
 /// # Safety
@@ -190,6 +213,7 @@ pub unsafe extern "C" fn nvmlEventSetWait_v2(
                     gpu_instance_id: c_uint::MAX,
                     compute_instance_id: c_uint::MAX,
                 };
+                log_delivery(&xid);
                 // SAFETY: the caller's out-pointer contract is passed through.
                 return unsafe { put(data, event) };
             }
@@ -197,7 +221,20 @@ pub unsafe extern "C" fn nvmlEventSetWait_v2(
             if now >= deadline {
                 return Err(NVML_ERROR_TIMEOUT);
             }
-            std::thread::sleep(POLL.min(deadline - now));
+            // Sleep until the next scheduled XID is due, or one re-read
+            // period (a test may append XIDs), or the deadline: a real
+            // driver blocks in the kernel, and a benchmark of the agent's
+            // idle CPU must not count the stub spinning.
+            let elapsed = set.created.elapsed();
+            let next_due = fixture
+                .xid_timeline
+                .iter()
+                .map(|x| Duration::from_millis(x.at_ms))
+                .filter(|at| *at > elapsed)
+                .min()
+                .map(|at| at - elapsed);
+            let nap = next_due.map_or(REREAD, |d| d.min(REREAD));
+            std::thread::sleep(nap.min(deadline - now));
         }
     })
 }
