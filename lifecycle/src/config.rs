@@ -116,6 +116,163 @@ pub struct Config {
     pub groups: BTreeMap<String, GroupConfig>,
     /// GPU health: the NVML probe, its classification and the node agent.
     pub gpu_health: GpuHealthConfig,
+    /// What the controller does about bad GPUs and interruption notices.
+    pub remediation: RemediationConfig,
+}
+
+/// What the controller does with a node in one fault class, each step
+/// including the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassAction {
+    /// An Event on the Node, nothing else.
+    Report,
+    /// A `PreferNoSchedule` taint: new pods avoid the node when they can.
+    PreferAvoid,
+    /// A `NoSchedule` taint and a cordon.
+    Cordon,
+    /// Cordon, then evict every pod (budgets honoured).
+    Drain,
+    /// Drain, then reboot the instance.
+    Reboot,
+    /// Drain, then replace the instance.
+    Replace,
+}
+
+impl ClassAction {
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClassAction::Report => "report",
+            ClassAction::PreferAvoid => "prefer-avoid",
+            ClassAction::Cordon => "cordon",
+            ClassAction::Drain => "drain",
+            ClassAction::Reboot => "reboot",
+            ClassAction::Replace => "replace",
+        }
+    }
+}
+
+/// What the controller does on an interruption notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoticeAction {
+    /// An Event only.
+    Report,
+    /// Taint and cordon.
+    Cordon,
+    /// Taint, cordon and drain before the notice's time.
+    Drain,
+}
+
+/// How HyperPod nodes are rebooted or replaced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveryRoute {
+    /// The SageMaker API; Slurm only when the API is not available for
+    /// the cluster (unsupported, nothing accepted).
+    #[default]
+    Auto,
+    /// `BatchRebootClusterNodes` / `BatchReplaceClusterNodes`.
+    Api,
+    /// `scontrol update node=<name> state=fail reason=Action:Reboot|Action:Replace`.
+    Slurm,
+}
+
+/// `[remediation]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemediationConfig {
+    /// Whether the controller's agent acts on the GPU and interruption
+    /// conditions at all (`false`: nodes only report). Default `true`.
+    pub enabled: bool,
+    /// Action for `GPUDegraded`. Default `prefer-avoid`.
+    pub degraded: ClassAction,
+    /// Action for `GPUNeedsReboot`. Default `drain`: the reboot itself
+    /// only when a person sets `reboot`.
+    pub needs_reboot: ClassAction,
+    /// Action for `GPUNeedsReplacement`. Default `drain`: the replacement
+    /// only when a person sets `replace`.
+    pub needs_replacement: ClassAction,
+    /// HyperPod: `auto`, `api` or `slurm`. Default `auto`.
+    pub route: RecoveryRoute,
+    /// At most this share of the cluster's nodes (at least one) held out of
+    /// service by hpk8s at once, percent. Default 5.
+    pub max_unavailable_percent: u32,
+    /// At most this many nodes taken out of service (or rebooted or
+    /// replaced) per hour. Default 10.
+    pub max_actions_per_hour: u32,
+    /// When more than this share of nodes report a fault within
+    /// `breaker_window_secs`, all new actions stop until `hpk8s remediation
+    /// resume`, percent. Default 10.
+    pub breaker_percent: u32,
+    /// The breaker's window, seconds. Default 600.
+    pub breaker_window_secs: u64,
+    /// How long a node's conditions must stay healthy (and the node Ready)
+    /// before hpk8s removes what it set, seconds. Default 300.
+    pub recovery_after_secs: u64,
+    /// Drain deadline, seconds: at the deadline the drain stops, the node
+    /// stays cordoned and every pod still there is named with its budget.
+    /// Default 900.
+    pub drain_timeout_secs: u64,
+    /// Evictions in flight per drain. Default 8.
+    pub drain_concurrency: u32,
+    /// Evict pods with `emptyDir` volumes (their data is lost). Default `true`.
+    pub evict_empty_dir: bool,
+    /// Evict pods no controller owns (they are not recreated). Default `false`.
+    pub evict_unmanaged: bool,
+    /// Delete pods instead of evicting them, bypassing PodDisruptionBudgets.
+    /// Default `false`.
+    pub ignore_budgets: bool,
+    /// Maintain HyperPod's `sagemaker.amazonaws.com/node-health-status`
+    /// label (`Schedulable`, `Unschedulable`, `UnschedulablePendingReboot`,
+    /// `UnschedulablePendingReplacement`). Default `false`.
+    pub health_label: bool,
+    /// Action on a spot interruption notice (the drain's deadline is the
+    /// notice time less `interruption_margin_secs`). Default `drain`.
+    pub spot_interruption: NoticeAction,
+    /// Action on a rebalance recommendation. Default `cordon`.
+    pub rebalance_recommendation: NoticeAction,
+    /// Action on scheduled maintenance (drained before it starts). Default `drain`.
+    pub scheduled_maintenance: NoticeAction,
+    /// Seconds before a notice's time by which the drain gives up. Default 15.
+    pub interruption_margin_secs: u64,
+    /// Replacements requested by hpk8s are expected to be Ready within this
+    /// many seconds; the published join ticket stays valid at least as
+    /// long. Default 5400.
+    pub replace_deadline_secs: u64,
+    /// Where the controller serves its remediation metrics (loopback).
+    /// Default `127.0.0.1:9403`.
+    pub metrics_address: std::net::SocketAddr,
+}
+
+impl Default for RemediationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            degraded: ClassAction::PreferAvoid,
+            needs_reboot: ClassAction::Drain,
+            needs_replacement: ClassAction::Drain,
+            route: RecoveryRoute::Auto,
+            max_unavailable_percent: 5,
+            max_actions_per_hour: 10,
+            breaker_percent: 10,
+            breaker_window_secs: 600,
+            recovery_after_secs: 300,
+            drain_timeout_secs: 900,
+            drain_concurrency: 8,
+            evict_empty_dir: true,
+            evict_unmanaged: false,
+            ignore_budgets: false,
+            health_label: false,
+            spot_interruption: NoticeAction::Drain,
+            rebalance_recommendation: NoticeAction::Cordon,
+            scheduled_maintenance: NoticeAction::Drain,
+            interruption_margin_secs: 15,
+            replace_deadline_secs: 5400,
+            metrics_address: std::net::SocketAddr::from(([127, 0, 0, 1], 9403)),
+        }
+    }
 }
 
 /// What the pre-join gate does with a GPU that needs a reboot or a
@@ -1088,6 +1245,69 @@ impl Config {
                 self.addons.rollout_timeout_secs,
                 0,
                 DAY,
+                "s",
+            ),
+            (
+                "remediation.max_unavailable_percent",
+                u64::from(self.remediation.max_unavailable_percent),
+                1,
+                100,
+                "%",
+            ),
+            (
+                "remediation.max_actions_per_hour",
+                u64::from(self.remediation.max_actions_per_hour),
+                1,
+                100_000,
+                "actions",
+            ),
+            (
+                "remediation.breaker_percent",
+                u64::from(self.remediation.breaker_percent),
+                1,
+                100,
+                "%",
+            ),
+            (
+                "remediation.breaker_window_secs",
+                self.remediation.breaker_window_secs,
+                1,
+                DAY,
+                "s",
+            ),
+            (
+                "remediation.recovery_after_secs",
+                self.remediation.recovery_after_secs,
+                0,
+                DAY,
+                "s",
+            ),
+            (
+                "remediation.drain_timeout_secs",
+                self.remediation.drain_timeout_secs,
+                1,
+                DAY,
+                "s",
+            ),
+            (
+                "remediation.drain_concurrency",
+                u64::from(self.remediation.drain_concurrency),
+                1,
+                256,
+                "evictions",
+            ),
+            (
+                "remediation.interruption_margin_secs",
+                self.remediation.interruption_margin_secs,
+                0,
+                3600,
+                "s",
+            ),
+            (
+                "remediation.replace_deadline_secs",
+                self.remediation.replace_deadline_secs,
+                60,
+                7 * DAY,
                 "s",
             ),
         ] {

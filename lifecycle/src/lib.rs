@@ -16,6 +16,7 @@ pub mod aws;
 pub mod cluster;
 pub mod config;
 pub mod download;
+pub mod drain;
 pub mod error;
 pub mod gpu;
 pub mod hardware;
@@ -26,6 +27,7 @@ pub mod ops;
 pub mod phase;
 pub mod plan;
 pub mod prepare;
+pub mod remediation;
 pub mod state;
 pub mod values;
 

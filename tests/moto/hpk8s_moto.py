@@ -25,6 +25,14 @@ Test-only endpoints (JSON in, JSON out; all state is cleared by
   a replaced or rebooted node stays `Pending` until the delay has passed AND
   it has been read (listed or described) `pending_reads` times, then turns
   `Running` (replace: with a new LaunchTime; host name and address stay).
+* `POST /hpk8s-moto/node-errors` -- `{"InstanceIdInUse": ["i-..."]}`: Batch
+  reboot/replace answer these ids with that `ErrorCode` (as when HyperPod's
+  own recovery is acting on them); `{}` clears.
+* `POST /hpk8s-moto/unsupported` -- `{"operations": ["BatchRebootClusterNodes"]}`:
+  those calls fail with `ValidationException` (a cluster whose software
+  does not offer them yet).
+* `POST /hpk8s-moto/batch-calls` -- answers the Batch* calls received so far:
+  `[{"operation", "NodeIds"}]`.
 
 Usage: hpk8s_moto.py --port PORT [--host 127.0.0.1]
 """
@@ -48,7 +56,8 @@ from moto.core.responses import ActionResult
 LOCK = threading.RLock()
 
 DEFAULT_CONFIG = {"replace_delay_ms": 0, "pending_reads": 1}
-STATE = {"throttle": 0, "throttle_ops": None, "config": dict(DEFAULT_CONFIG)}
+STATE = {"throttle": 0, "throttle_ops": None, "config": dict(DEFAULT_CONFIG),
+         "node_errors": {}, "unsupported": set(), "batch_calls": []}
 
 DEFAULT_LIFECYCLE = {"SourceS3Uri": "s3://sagemaker-hpk8s-lifecycle/", "OnCreate": "on_create.sh"}
 MAX_BATCH = 25  # NodeIds of BatchReplace/BatchReboot (service model: 1-25)
@@ -308,12 +317,21 @@ def _node_ids(self, limit):
 
 def _batch_restart(self, replace):
     with LOCK:
+        operation = "BatchReplaceClusterNodes" if replace else "BatchRebootClusterNodes"
+        if operation in STATE["unsupported"]:
+            raise ValidationError(message=f"{operation} is not supported for this cluster's software version.")
         cluster = _find_cluster(_backend(self), self._get_param("ClusterName"))
         nodes = _hyperpod_nodes(cluster)
         ok, failed = [], []
-        for nid in _node_ids(self, MAX_BATCH):
+        ids = _node_ids(self, MAX_BATCH)
+        STATE["batch_calls"].append({"operation": operation, "NodeIds": list(ids)})
+        forced = {nid: code for code, nids in STATE["node_errors"].items() for nid in nids}
+        for nid in ids:
             node = nodes.get(nid)
-            if node is None:
+            if nid in forced:
+                failed.append({"NodeId": nid, "ErrorCode": forced[nid],
+                               "Message": f"Instance {nid}: {forced[nid]}."})
+            elif node is None:
                 failed.append({"NodeId": nid, "ErrorCode": "InstanceIdNotFound",
                                "Message": f"Instance {nid} not found in cluster {cluster.cluster_name}."})
             elif node.status != "Running":
@@ -390,7 +408,8 @@ class Front:
             return self.control(path, method, environ, start_response)
         if path == "/moto-api/reset" and method == "POST":
             with LOCK:
-                STATE.update(throttle=0, throttle_ops=None, config=dict(DEFAULT_CONFIG))
+                STATE.update(throttle=0, throttle_ops=None, config=dict(DEFAULT_CONFIG),
+                             node_errors={}, unsupported=set(), batch_calls=[])
         elif not path.startswith("/moto-api"):
             target = environ.get("HTTP_X_AMZ_TARGET", "")
             operation = target.rsplit(".", 1)[-1]
@@ -430,6 +449,17 @@ class Front:
                         raise ValueError(f"unknown config keys {sorted(unknown)}")
                     STATE["config"].update({k: int(v) for k, v in body.items()})
                     return _json_response(start_response, "200 OK", STATE["config"])
+            if path == "/hpk8s-moto/node-errors":
+                with LOCK:
+                    STATE["node_errors"] = {str(k): [str(i) for i in v] for k, v in body.items()}
+                    return _json_response(start_response, "200 OK", STATE["node_errors"])
+            if path == "/hpk8s-moto/unsupported":
+                with LOCK:
+                    STATE["unsupported"] = set(body.get("operations") or [])
+                    return _json_response(start_response, "200 OK", sorted(STATE["unsupported"]))
+            if path == "/hpk8s-moto/batch-calls":
+                with LOCK:
+                    return _json_response(start_response, "200 OK", list(STATE["batch_calls"]))
             return _json_response(start_response, "404 Not Found", {"error": f"no endpoint {path}"})
         except Exception as e:  # a test's mistake: say what was wrong
             return _json_response(start_response, "400 Bad Request", {"error": str(e)})

@@ -230,6 +230,43 @@ impl Moto {
         self.post("/hpk8s-moto/config", &body).await.map(drop)
     }
 
+    /// Makes Batch reboot/replace answer `ids` with `code` (e.g.
+    /// `InstanceIdInUse`); an empty list clears.
+    pub async fn force_node_error(&self, code: &str, ids: &[String]) -> Result<()> {
+        self.post("/hpk8s-moto/node-errors", &json!({ code: ids }))
+            .await
+            .map(drop)
+    }
+
+    /// Makes `operations` fail with `ValidationException` (not available
+    /// for the cluster).
+    pub async fn set_unsupported(&self, operations: &[&str]) -> Result<()> {
+        self.post(
+            "/hpk8s-moto/unsupported",
+            &json!({ "operations": operations }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The Batch* calls received: (operation, node ids) in order.
+    pub async fn batch_calls(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let v = self.post("/hpk8s-moto/batch-calls", &json!({})).await?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let ids = c["NodeIds"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i.as_str().map(str::to_string))
+                    .collect();
+                (c["operation"].as_str().unwrap_or_default().to_string(), ids)
+            })
+            .collect())
+    }
+
     /// An AWS SDK config that reaches only this server: its endpoint, a fixed
     /// region, static test credentials, no host environment and one attempt
     /// per call (so throttling and unimplemented calls surface at once).

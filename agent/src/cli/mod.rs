@@ -8,6 +8,7 @@ mod generate_new_token;
 mod gpu_check;
 mod identity;
 mod node;
+mod remediation;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,7 +56,8 @@ pub enum Command {
     Identity(identity::Args),
     /// Long-running agent on every node, for systemd to supervise. On the
     /// controller: keeps a fresh join ticket published (rotating the
-    /// bootstrap token before it expires) and labels nodes that join later.
+    /// bootstrap token before it expires), labels nodes that join later and
+    /// remediates faulty nodes.
     /// Stops on SIGTERM or SIGINT.
     Agent,
     /// Controller only: create a new bootstrap token now and publish a join
@@ -64,6 +66,13 @@ pub enum Command {
     /// Probe this node's GPUs once (NVML): a table or JSON, the exit status
     /// by the worst fault (reboot, replace, degraded, probe failed).
     GpuCheck(gpu_check::Args),
+    /// Controller: the remediation circuit breaker and the nodes hpk8s
+    /// holds (`status`), and resuming after the breaker opened (`resume`).
+    Remediation {
+        /// The remediation command.
+        #[command(subcommand)]
+        command: remediation::Command,
+    },
     /// Configuration commands.
     Config {
         /// The configuration command.
@@ -80,6 +89,7 @@ impl Command {
             Command::Identity(a) => a.output,
             Command::GenerateNewToken(a) => a.output,
             Command::GpuCheck(a) => a.output,
+            Command::Remediation { command } => command.output(),
             Command::Agent | Command::Config { .. } => Output::Text,
         }
     }
@@ -94,6 +104,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent => agent::run(&cli).await,
         Command::GenerateNewToken(args) => generate_new_token::run(&cli, args).await,
         Command::GpuCheck(args) => gpu_check::run(&cli, args).await,
+        Command::Remediation { command } => remediation::run(&cli, command).await,
     }
 }
 

@@ -167,11 +167,27 @@ pub fn render(state: &HealthState) -> String {
 
 /// Serves `render(state)` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<Mutex<HealthState>>) {
+    serve_text(listener, move || {
+        let st = state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        render(&st)
+    })
+    .await;
+}
+
+/// Serves what `render` returns at `GET /metrics` on `listener` until the
+/// task is dropped (the controller's remediation metrics use it too).
+pub async fn serve_text(
+    listener: TcpListener,
+    render: impl Fn() -> String + Send + Sync + 'static,
+) {
+    let render = Arc::new(render);
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        let state = state.clone();
+        let render = render.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 8192];
             let mut n = 0;
@@ -194,13 +210,7 @@ pub async fn serve(listener: TcpListener, state: Arc<Mutex<HealthState>>) {
             let request = String::from_utf8_lossy(&buf[..n]);
             let first = request.lines().next().unwrap_or("");
             let (status, body) = if first.starts_with("GET /metrics ") || first == "GET /metrics" {
-                let body = {
-                    let st = state
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    render(&st)
-                };
-                ("200 OK", body)
+                ("200 OK", render())
             } else {
                 ("404 Not Found", "not found\n".to_string())
             };

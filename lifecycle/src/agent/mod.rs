@@ -8,13 +8,16 @@
 //! published with the node's own credential ([`node_status`]). On the
 //! controller also: the join ticket kept fresh ([`token_rotation`]), the
 //! controller's labels on nodes that join later ([`node_labels`]) and the
-//! removal of elastic nodes that vanished ([`scale_in`]).
+//! removal of elastic nodes that vanished ([`scale_in`]) and remediation
+//! ([`crate::remediation`]). On self-managed nodes also the reboot the
+//! controller's remediation requests ([`reboot_request`]).
 
 pub mod gpu_health;
 pub mod interruption;
 pub mod metrics;
 pub mod node_labels;
 pub mod node_status;
+pub mod reboot_request;
 pub mod scale_in;
 pub mod token_rotation;
 
@@ -23,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use futures::FutureExt as _;
+use kube::Client;
 
 use crate::Error;
 use crate::cluster::context::Context;
@@ -133,7 +137,17 @@ async fn node_loops(cx: &Context<'_>, shutdown: impl Future<Output = ()> + Clone
         }
     };
     let systemd = watchdog(state.clone(), liveness, cfg.clone(), shutdown.clone());
-    tokio::join!(gpu, metrics, interruptions, systemd);
+    let reboots = async {
+        if cx.identity.source != crate::identity::TopologySource::Hyperpod && cx.identity.joins {
+            reboot_request::run(
+                cx.host.clone(),
+                cx.identity.node_name.clone(),
+                shutdown.clone(),
+            )
+            .await;
+        }
+    };
+    tokio::join!(gpu, metrics, interruptions, systemd, reboots);
 }
 
 /// `READY=1` once the first probe and publish attempt are done; then
@@ -213,8 +227,137 @@ async fn run_controller(
         crate::cluster::nodes::group_labels(cx.config),
         shutdown.clone(),
     );
-    let pruning = scale_in::run_pruning(client, cx.config, scale_in::PRUNE_EVERY, shutdown);
-    let (rotated, labelled, removed) = tokio::join!(rotation, labelling, pruning);
+    let pruning = scale_in::run_pruning(client, cx.config, scale_in::PRUNE_EVERY, shutdown.clone());
+    let remediation = remediation(cx, client, shutdown);
+    let (rotated, labelled, removed, ()) = tokio::join!(rotation, labelling, pruning, remediation);
     tracing::info!(labelled, removed, "agent stopped");
     Ok(rotated?)
+}
+
+/// The controller's remediation loop and its metrics endpoint.
+async fn remediation(
+    cx: &Context<'_>,
+    admin: &Client,
+    shutdown: impl Future<Output = ()> + Clone + Send + 'static,
+) {
+    use crate::remediation::{controller, metrics::Metrics, restart::Route};
+    let cfg = cx.config.remediation.clone();
+    // Evictions must see 429s at once (the budget's name is in them):
+    // a client without kube's own retries.
+    let client = match crate::kube::client::client_with(
+        cx.host,
+        crate::kube::client::Credential::Admin,
+        crate::kube::client::Retries::Caller,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "remediation cannot start");
+            return;
+        }
+    };
+    let route = if cx.identity.source == crate::identity::TopologySource::Hyperpod {
+        let cluster = cx
+            .identity
+            .cluster
+            .arn
+            .clone()
+            .or_else(|| cx.identity.cluster.id.clone());
+        let api = match cluster {
+            Some(cluster) => match crate::aws::sdk_config(cx.host, cx.identity).await {
+                Ok(sdk) => Some(crate::aws::sagemaker::SageMaker::new(&sdk, &cluster)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no SageMaker client for remediation; Slurm only");
+                    None
+                }
+            },
+            None => None,
+        };
+        Route::HyperPod {
+            api,
+            route: cfg.route,
+        }
+    } else {
+        Route::SelfManaged
+    };
+    let controller_groups = cx
+        .identity
+        .groups
+        .iter()
+        .filter(|g| g.role == Role::Controller)
+        .map(|g| g.name.clone())
+        .collect();
+    let needed = std::time::Duration::from_secs(cfg.replace_deadline_secs);
+    let ticket_check: controller::TicketCheck<'_> =
+        Box::new(move || Box::pin(ticket_for_replacement(cx, admin, needed)));
+    let metrics = Arc::new(Mutex::new(Metrics::default()));
+    let serving = {
+        let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
+        let address = cfg.metrics_address;
+        async move {
+            match tokio::net::TcpListener::bind(address).await {
+                Ok(listener) => {
+                    tracing::info!(%address, "serving remediation metrics");
+                    tokio::select! {
+                        () = metrics::serve_text(listener, move || {
+                            metrics.lock().map(|m| m.render()).unwrap_or_default()
+                        }) => {}
+                        () = shutdown => {}
+                    }
+                }
+                Err(e) => tracing::warn!(%address, error = %e, "cannot serve remediation metrics"),
+            }
+        }
+    };
+    let setup = controller::Setup {
+        client,
+        config: cfg,
+        host: cx.host.clone(),
+        route,
+        controller_groups,
+        ticket_check: Some(ticket_check),
+        metrics,
+        pass_every: controller::PASS_EVERY,
+    };
+    tokio::join!(controller::run(setup, shutdown), serving);
+}
+
+/// Before a replacement: a published join ticket valid for longer than
+/// `needed` (the new instance joins with it), publishing one if not.
+async fn ticket_for_replacement(
+    cx: &Context<'_>,
+    client: &Client,
+    needed: std::time::Duration,
+) -> Result<(), String> {
+    let rendezvous = cx.rendezvous().await.map_err(|e| e.to_string())?;
+    let fields = cx.ticket_fields().map_err(|e| e.to_string())?;
+    let ttl = cx.config.cluster.token_ttl;
+    let now = SystemTime::now();
+    let (ticket, _) = ensure_ticket(client, rendezvous, &fields, ttl, DEFAULT_GRACE, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    let left = ticket.expires_at.duration_since(now).unwrap_or_default();
+    if left > needed {
+        return Ok(());
+    }
+    if ttl.duration() <= needed {
+        return Err(format!(
+            "cluster.token_ttl ({} s) is not longer than remediation.replace_deadline_secs ({} s): a replacement could not join; raise token_ttl",
+            ttl.duration().as_secs(),
+            needed.as_secs()
+        ));
+    }
+    crate::cluster::token_rotation::publish_new_token(
+        client,
+        rendezvous,
+        &fields,
+        ttl,
+        DEFAULT_GRACE,
+        now,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }

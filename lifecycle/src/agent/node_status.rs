@@ -114,37 +114,60 @@ impl NodeStatus {
         reason: &str,
         message: &str,
     ) -> Result<(), kube::Error> {
-        let now = SystemTime::now();
-        let event = Event {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", self.node)),
-                namespace: Some("default".into()),
-                ..ObjectMeta::default()
-            },
-            involved_object: ObjectReference {
-                kind: Some("Node".into()),
-                name: Some(self.node.clone()),
-                api_version: Some("v1".into()),
-                ..ObjectReference::default()
-            },
-            reason: Some(reason.into()),
-            message: Some(message.chars().take(1024).collect()),
-            type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-            source: Some(EventSource {
-                component: Some("hpk8s-agent".into()),
-                host: Some(self.node.clone()),
-            }),
-            first_timestamp: Some(Time(timestamp(now))),
-            last_timestamp: Some(Time(timestamp(now))),
-            event_time: Some(MicroTime(timestamp(now))),
-            reporting_component: Some("hpk8s-agent".into()),
-            reporting_instance: Some(self.node.clone()),
-            action: Some("Detected".into()),
-            count: Some(1),
-            ..Event::default()
-        };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), "default");
-        timed(api.create(&PostParams::default(), &event)).await?;
-        Ok(())
+        node_event(
+            &self.client,
+            &self.node,
+            "hpk8s-agent",
+            warning,
+            reason,
+            "Detected",
+            message,
+        )
+        .await
     }
+}
+
+/// Creates a Warning (or Normal) Event about Node `node`, reported by
+/// `component` (the node agent, or the controller's remediation).
+pub async fn node_event(
+    client: &Client,
+    node: &str,
+    component: &str,
+    warning: bool,
+    reason: &str,
+    action: &str,
+    message: &str,
+) -> Result<(), kube::Error> {
+    let now = SystemTime::now();
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{node}.")),
+            namespace: Some("default".into()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            kind: Some("Node".into()),
+            name: Some(node.to_string()),
+            api_version: Some("v1".into()),
+            ..ObjectReference::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.chars().take(1024).collect()),
+        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+        source: Some(EventSource {
+            component: Some(component.into()),
+            host: Some(node.to_string()),
+        }),
+        first_timestamp: Some(Time(timestamp(now))),
+        last_timestamp: Some(Time(timestamp(now))),
+        event_time: Some(MicroTime(timestamp(now))),
+        reporting_component: Some(component.into()),
+        reporting_instance: Some(node.to_string()),
+        action: Some(action.into()),
+        count: Some(1),
+        ..Event::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), "default");
+    timed(api.create(&PostParams::default(), &event)).await?;
+    Ok(())
 }

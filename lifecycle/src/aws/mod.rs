@@ -9,6 +9,7 @@
 //! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`) are honoured as
 //! the SDK documents, which is how tests point it at a local server.
 
+pub mod sagemaker;
 pub mod secrets_manager;
 
 use aws_config::environment::{

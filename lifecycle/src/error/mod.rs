@@ -9,6 +9,7 @@
 pub mod class;
 
 use crate::aws::AwsSetupError;
+use crate::aws::sagemaker::SageMakerError;
 use crate::cluster::addons::Error as AddonsError;
 use crate::cluster::ca_pin::CaPinError;
 use crate::cluster::error::ClusterError;
@@ -17,6 +18,7 @@ use crate::cluster::nodes::NodesError;
 use crate::cluster::rendezvous::error::RendezvousError;
 use crate::cluster::token_rotation::TokenError;
 use crate::config::ConfigError;
+use crate::drain::DrainError;
 use crate::gpu::check::Verdict as GpuVerdict;
 use crate::host::command::CommandError;
 use crate::host::fs::FsError;
@@ -30,6 +32,7 @@ use crate::prepare::containerd::nvidia_toolkit::ToolkitError;
 use crate::prepare::instance_store::Error as InstanceStoreError;
 use crate::prepare::networking::Error as NetworkingError;
 use crate::prepare::packages::Error as PackagesError;
+use crate::remediation::RemediationError;
 use crate::state::StateError;
 use class::{Classify, ExitClass, KindRow, classify};
 
@@ -94,6 +97,15 @@ pub enum Error {
     /// A GPU check's verdict (the report was printed).
     #[error(transparent)]
     GpuCheck(#[from] GpuVerdict),
+    /// Draining a node.
+    #[error(transparent)]
+    Drain(#[from] DrainError),
+    /// A SageMaker HyperPod call.
+    #[error(transparent)]
+    SageMaker(#[from] SageMakerError),
+    /// Remediation's own state.
+    #[error(transparent)]
+    Remediation(#[from] RemediationError),
     /// Applying a planned change.
     #[error("{step}: {source}")]
     Apply {
@@ -125,6 +137,9 @@ classify!(Error {
     Token { 0: e } => via e;
     Kube { 0: e } => via e;
     GpuCheck { 0: e } => via e;
+    Drain { 0: e } => via e;
+    SageMaker { 0: e } => via e;
+    Remediation { 0: e } => via e;
     Apply { source, .. } => via source;
 });
 
@@ -160,6 +175,9 @@ pub fn all_kinds() -> Vec<KindRow> {
         TokenError::KINDS,
         ClientError::KINDS,
         ApplyError::KINDS,
+        DrainError::KINDS,
+        SageMakerError::KINDS,
+        RemediationError::KINDS,
     ]
     .concat()
 }

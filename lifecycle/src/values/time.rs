@@ -89,3 +89,28 @@ mod tests {
         assert_eq!(human(Duration::from_secs(3 * 3600 + 5 * 60)), "3 h 5 min");
     }
 }
+
+/// Parses the time IMDS gives scheduled events (`NotBefore`):
+/// `21 Jan 2019 09:00:43 GMT`, in UTC.
+pub fn parse_imds_event_time(text: &str) -> Option<SystemTime> {
+    let tm = k8s_openapi::jiff::fmt::strtime::parse("%d %b %Y %H:%M:%S GMT", text.trim()).ok()?;
+    let dt = tm.to_datetime().ok()?;
+    let ts = dt
+        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+        .ok()?
+        .timestamp();
+    let secs = u64::try_from(ts.as_second()).ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod imds_time_tests {
+    use super::*;
+
+    #[test]
+    fn imds_event_times() {
+        let t = parse_imds_event_time("21 Jan 2019 09:00:43 GMT").unwrap();
+        assert_eq!(rfc3339(t), "2019-01-21T09:00:43Z");
+        assert!(parse_imds_event_time("yesterday").is_none());
+    }
+}
