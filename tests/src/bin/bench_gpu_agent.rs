@@ -10,6 +10,12 @@
 //!   loop afresh, so every round measures a change.
 //! - `bench_gpu_agent probe [COUNT]` (default 1000): one full probe of 8
 //!   GPUs (every signal) through the real nvml-wrapper.
+//! - `bench_gpu_agent remediation [ROUNDS] [NODES]` (default 200 over 50
+//!   nodes): the same XID, on node `round % NODES` (the node agent's loop
+//!   with that node's kubelet credential), until the controller's
+//!   remediation loop (running beside it, watching all the Nodes) has the
+//!   `hpk8s.io/gpu-unhealthy` taint on that Node, as a watch sees it. Each
+//!   round then reports the node healthy and waits for the release.
 //! - `bench_gpu_agent idle [SECS] [HPK8S]` (default 60 s,
 //!   `target/debug/hpk8s`): the real `hpk8s agent` process with 8 GPUs and
 //!   default intervals, after its first publish: RSS (peak of one sample a
@@ -48,7 +54,7 @@ fn main() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let fixture = dir.path().join("nvml.json");
         let mut f = NvmlFixture::new().gpus((0..8).map(FakeGpu::h100));
-        if mode == "latency" {
+        if mode == "latency" || mode == "remediation" {
             f = f.xid(3, XID, XID_AT_MS);
         }
         f.write(&fixture)?;
@@ -74,12 +80,16 @@ fn main() -> anyhow::Result<()> {
     let report = match mode.as_str() {
         "latency" => runtime.block_on(latency(usize::try_from(number(1, 200)?)?))?,
         "probe" => probe(usize::try_from(number(1, 1000)?)?)?,
+        "remediation" => runtime.block_on(remediation(
+            usize::try_from(number(1, 200)?)?,
+            usize::try_from(number(2, 50)?)?,
+        ))?,
         "idle" => {
             let secs = number(1, 60)?;
             let bin = args.get(2).map_or_else(harness::hpk8s_bin, PathBuf::from);
             runtime.block_on(idle(secs, &bin))?
         }
-        other => bail!("unknown mode {other}: latency, probe or idle"),
+        other => bail!("unknown mode {other}: latency, probe, remediation or idle"),
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
@@ -111,9 +121,13 @@ fn fake_bus(root: &Path) -> anyhow::Result<()> {
 }
 
 fn kubelet_conf(root: &Path, api: &TestApiServer) -> anyhow::Result<()> {
+    kubelet_conf_of(root, api, NODE)
+}
+
+fn kubelet_conf_of(root: &Path, api: &TestApiServer, node: &str) -> anyhow::Result<()> {
     let conf = root.join("etc/kubernetes/kubelet.conf");
     std::fs::create_dir_all(conf.parent().context("kubelet.conf parent")?)?;
-    std::fs::copy(api.node_kubeconfig(NODE)?, &conf)?;
+    std::fs::copy(api.node_kubeconfig(node)?, &conf)?;
     Ok(())
 }
 
@@ -470,5 +484,210 @@ metrics_address = "127.0.0.1:0"
         "rss_kib": { "start": rss_start, "end": rss_end, "peak": rss_peak },
         "cpu_seconds": cpu_s,
         "cpu_percent_of_one_core": cpu_s / elapsed * 100.0,
+    }))
+}
+
+fn gpu_taint(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == "hpk8s.io/gpu-unhealthy"))
+}
+
+async fn remediation(rounds: usize, node_count: usize) -> anyhow::Result<serde_json::Value> {
+    use lifecycle::remediation::controller::{self, Setup};
+    let api = TestApiServer::start().await?;
+    let names: Vec<String> = (0..node_count)
+        .map(|i| format!("bench-gpu-{i:03}"))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        api.register_node(&NodeSpec {
+            name: name.clone(),
+            addresses: vec![(
+                "InternalIP".into(),
+                format!("10.1.{}.{}", i / 250, 10 + i % 250),
+            )],
+            labels: Vec::new(),
+            taints: Vec::new(),
+        })?;
+        api.set_ready(name, true)?;
+    }
+    let root = tempfile::tempdir()?;
+    fake_bus(root.path())?;
+    let log = PathBuf::from(std::env::var_os(DELIVERY_LOG_ENV).context("delivery log")?);
+    let admin = api.admin_kubeconfig_path();
+    let client = lifecycle::kube::client::from_kubeconfig_with(
+        admin,
+        admin,
+        lifecycle::kube::client::Retries::Caller,
+    )
+    .await?;
+    let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+
+    // The controller's remediation loop: acting on every fault at once
+    // (no budget, breaker or rate in the way), releasing at once.
+    let mut config = lifecycle::config::RemediationConfig {
+        recovery_after_secs: 0,
+        max_unavailable_percent: 100,
+        breaker_percent: 100,
+        max_actions_per_hour: 1_000_000,
+        ..lifecycle::config::RemediationConfig::default()
+    };
+    config.needs_reboot = lifecycle::config::ClassAction::Cordon;
+    let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(controller::run(
+        Setup {
+            client: client.clone(),
+            config,
+            host: Host::new(
+                root.path(),
+                Arc::new(ScriptedRunner::new()),
+                Arc::new(FixedInterfaces::default()),
+            ),
+            route: lifecycle::remediation::restart::Route::SelfManaged,
+            controller_groups: Vec::new(),
+            ticket_check: None,
+            metrics: Arc::default(),
+            pass_every: controller::PASS_EVERY,
+        },
+        async {
+            let _ = controller_stopped.await;
+        },
+    ));
+
+    // What the watch saw: (received at, node, tainted).
+    let seen: Arc<Mutex<Vec<(SystemTime, String, bool)>>> = Arc::default();
+    let watch = {
+        let seen = seen.clone();
+        let nodes = nodes.clone();
+        tokio::spawn(async move {
+            use kube::runtime::WatchStreamExt as _;
+            let stream = kube::runtime::watcher(nodes, kube::runtime::watcher::Config::default())
+                .default_backoff();
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                if let Ok(
+                    kube::runtime::watcher::Event::Apply(node)
+                    | kube::runtime::watcher::Event::InitApply(node),
+                ) = event
+                {
+                    let name = node.metadata.name.clone().unwrap_or_default();
+                    seen.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((SystemTime::now(), name, gpu_taint(&node)));
+                }
+            }
+        })
+    };
+    let gpu_config = GpuHealthConfig {
+        library_path: Some(stub_path()),
+        ..GpuHealthConfig::default()
+    };
+    let mut latencies_ms = Vec::with_capacity(rounds);
+    let started = Instant::now();
+    for round in 0..rounds {
+        let name = &names[round % node_count];
+        // Healthy, untainted, before the round.
+        let reset_at = SystemTime::now();
+        let patch = serde_json::json!({"status": {"conditions": [{
+            "type": "GPUHealthy", "status": "True", "reason": "BenchReset", "message": format!("round {round}"),
+            "lastHeartbeatTime": lifecycle::values::time::rfc3339(reset_at),
+            "lastTransitionTime": lifecycle::values::time::rfc3339(reset_at),
+        }]}});
+        nodes
+            .patch_status(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Strategic(&patch),
+            )
+            .await?;
+        wait(Duration::from_secs(20), "the node untainted", || {
+            let s = seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.iter()
+                .rev()
+                .find(|(_, n, _)| n == name)
+                .is_some_and(|(at, _, tainted)| *at >= reset_at && !tainted)
+        })
+        .await?;
+        let _ = std::fs::remove_file(root.path().join("var/lib/hpk8s/gpu-history.json"));
+        kubelet_conf_of(root.path(), &api, name)?;
+        let delivered_before = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        let host = Host::new(
+            root.path(),
+            Arc::new(ScriptedRunner::new()),
+            Arc::new(FixedInterfaces::default()),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let agent = tokio::spawn(
+            Loop {
+                host,
+                config: gpu_config.clone(),
+                instance_type: Some("p5.48xlarge".into()),
+                node_name: name.clone(),
+                status: None,
+                state: Arc::new(Mutex::new(HealthState::default())),
+                liveness: Arc::new(Liveness::default()),
+            }
+            .run(async {
+                let _ = stopped.await;
+            }),
+        );
+        let mut delivered_at = None;
+        wait(
+            Duration::from_secs(10),
+            "the stub delivering the XID",
+            || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                delivered_at = text
+                    .lines()
+                    .nth(delivered_before)
+                    .and_then(|l| l.split_whitespace().nth(2))
+                    .and_then(|n| n.parse::<u128>().ok());
+                delivered_at.is_some()
+            },
+        )
+        .await?;
+        let delivered_at = delivered_at.context("delivery time")?;
+        let mut received = None;
+        wait(
+            Duration::from_secs(10),
+            "the taint through the watch",
+            || {
+                let s = seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                received = s
+                    .iter()
+                    .find(|(at, n, tainted)| n == name && *tainted && nanos(*at) >= delivered_at)
+                    .map(|(at, _, _)| nanos(*at));
+                received.is_some()
+            },
+        )
+        .await?;
+        let received = received.context("receipt time")?;
+        latencies_ms.push((received - delivered_at) as f64 / 1e6);
+        let _ = stop.send(());
+        agent.await?;
+    }
+    watch.abort();
+    let _ = stop_controller.send(());
+    controller.await?;
+    latencies_ms.sort_by(f64::total_cmp);
+    Ok(serde_json::json!({
+        "mode": "remediation",
+        "rounds": rounds,
+        "nodes": node_count,
+        "xid_to_taint_ms": {
+            "p50": percentile(&latencies_ms, 50.0),
+            "p99": percentile(&latencies_ms, 99.0),
+            "max": latencies_ms.last().copied().unwrap_or(f64::NAN),
+            "min": latencies_ms.first().copied().unwrap_or(f64::NAN),
+        },
+        "wall_s": started.elapsed().as_secs_f64(),
     }))
 }
