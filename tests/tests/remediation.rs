@@ -872,3 +872,268 @@ async fn a_spot_notice_taints_and_cordons_within_two_seconds_and_drains_before_t
     agent.await.unwrap();
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_drain_blocked_by_a_budget_leaves_the_node_cordoned_and_requests_nothing() {
+    let api = TestApiServer::start().await.unwrap();
+    let client = admin(&api).await;
+    for (i, n) in (0u32..).zip(["ip-10-1-0-21", "ip-10-1-0-22"]) {
+        api.register_node(&worker(n, "workers", 21 + i)).unwrap();
+        api.set_ready(n, true).unwrap();
+    }
+    for (pod, on) in [("web-0", "ip-10-1-0-21"), ("web-1", "ip-10-1-0-22")] {
+        api.apply_json(
+            Pod::test("default", pod)
+                .on_node(on)
+                .with_label("app", "web")
+                .owned_by("apps/v1", "ReplicaSet", "web")
+                .running_ready()
+                .json(),
+        )
+        .unwrap();
+    }
+    api.apply_json(
+        PodDisruptionBudget::test("default", "web-budget", "app", "web")
+            .min_available(2)
+            .json(),
+    )
+    .unwrap();
+    let cfg = remediation(
+        "needs_reboot = \"reboot\"\ndrain_timeout_secs = 2\nmax_unavailable_percent = 100\nbreaker_percent = 100",
+    );
+    let (host, runner) = scripted_host();
+    runner.on(&["scontrol"], CmdOutput::ok(""));
+    let running = start(
+        client.clone(),
+        cfg,
+        Route::HyperPod {
+            api: None,
+            route: lifecycle::config::RecoveryRoute::Slurm,
+        },
+        host,
+        &[],
+    );
+    gpu(&client, "ip-10-1-0-21", "False", "GPUNeedsReboot").await;
+    wait_for("the drain to give up", Duration::from_secs(10), || {
+        !events(&api, "ip-10-1-0-21", "DrainBlocked").is_empty()
+    })
+    .await;
+    let e = &events(&api, "ip-10-1-0-21", "DrainBlocked")[0];
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("default/web-0") && msg.contains("web-budget"),
+        "{msg}"
+    );
+    assert_eq!(e["type"], "Warning");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let v = node(&api, "ip-10-1-0-21");
+    assert!(cordoned(&v), "{v}");
+    let record: Value = serde_json::from_str(
+        v["metadata"]["annotations"][ownership::RECORD]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["stage"], "drain-blocked");
+    assert!(api.get_json("pods", "default", "web-0").is_some());
+    assert!(
+        runner.calls().iter().all(|c| !c.starts_with("scontrol")),
+        "no reboot after a blocked drain: {:?}",
+        runner.calls()
+    );
+    assert!(
+        running
+            .metrics()
+            .contains("hpk8s_remediation_drains_total{result=\"deadline\"} 1")
+    );
+    running.stop().await;
+}
+
+// ---------------------------------------------------------------- HyperPod
+
+use harness::moto::{DEFAULT_REGION, Moto, resource_config};
+use lifecycle::aws::sagemaker::{Restart, SageMaker};
+use lifecycle::remediation::restart::{self, Outcome, Target};
+
+fn moto() -> Option<Moto> {
+    if harness::require(
+        Moto::available(),
+        "python3 with moto[server] ($HPK8S_MOTO_PYTHON)",
+    ) {
+        return None;
+    }
+    Some(Moto::start().expect("start moto"))
+}
+
+#[tokio::test]
+async fn hyperpod_restarts_are_batched_with_per_node_codes_and_slurm_when_unsupported() {
+    let Some(moto) = moto() else { return };
+    let doc = resource_config("hp", DEFAULT_REGION, &[("workers", "ml.p5.48xlarge", 30)]);
+    let seeded = moto.seed_cluster(&doc).await.unwrap();
+    let sdk = moto.sdk_config(DEFAULT_REGION).await;
+    let api = SageMaker::new(&sdk, &seeded.cluster_arn);
+    let mut targets: Vec<Target> = seeded
+        .node_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| Target {
+            node: format!("ip-10-1-0-{}.us-west-2.compute.internal", 11 + i),
+            instance_id: Some(id.clone()),
+        })
+        .collect();
+    targets.push(Target {
+        node: "ip-10-1-9-9".into(),
+        instance_id: Some("i-0000000000000dead".into()),
+    });
+    moto.force_node_error("InstanceIdInUse", &[seeded.node_ids[3].clone()])
+        .await
+        .unwrap();
+    let (host, runner) = scripted_host();
+    let route = Route::HyperPod {
+        api: Some(api.clone()),
+        route: lifecycle::config::RecoveryRoute::Api,
+    };
+    let outcomes = restart::request(&route, &host, Restart::Reboot, &targets).await;
+    let calls = moto.batch_calls().await.unwrap();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].0, "BatchRebootClusterNodes");
+    assert_eq!((calls[0].1.len(), calls[1].1.len()), (25, 6));
+    let of = |id: &str| {
+        outcomes
+            .iter()
+            .find(|(t, _)| t.instance_id.as_deref() == Some(id))
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert!(matches!(
+        of(&seeded.node_ids[0]),
+        Outcome::Requested { via: "sagemaker" }
+    ));
+    assert!(
+        matches!(of(&seeded.node_ids[3]), Outcome::Stopped { code, .. } if code == "InstanceIdInUse")
+    );
+    assert!(
+        matches!(of("i-0000000000000dead"), Outcome::Failed { code, .. } if code == "InstanceIdNotFound")
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Requested { .. }))
+            .count(),
+        29
+    );
+    assert!(runner.calls().is_empty());
+
+    // A cluster without the batch call: `auto` goes to Slurm, `api` says so.
+    moto.set_unsupported(&["BatchReplaceClusterNodes"])
+        .await
+        .unwrap();
+    runner.on(&["scontrol"], CmdOutput::ok(""));
+    let auto = Route::HyperPod {
+        api: Some(api.clone()),
+        route: lifecycle::config::RecoveryRoute::Auto,
+    };
+    let outcomes = restart::request(&auto, &host, Restart::Replace, &targets[..2]).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::Requested { via: "slurm" })),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        runner.calls(),
+        vec![
+            "scontrol update node=ip-10-1-0-11 state=fail reason=Action:Replace".to_string(),
+            "scontrol update node=ip-10-1-0-12 state=fail reason=Action:Replace".to_string(),
+        ]
+    );
+    let outcomes = restart::request(&route, &host, Restart::Replace, &targets[..1]).await;
+    assert!(
+        matches!(&outcomes[0].1, Outcome::Failed { code, .. } if code == "sagemaker_action_unsupported"),
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_controller_replaces_through_the_api_after_making_sure_of_the_ticket() {
+    let Some(moto) = moto() else { return };
+    let doc = resource_config("hp", DEFAULT_REGION, &[("workers", "ml.p5.48xlarge", 3)]);
+    let seeded = moto.seed_cluster(&doc).await.unwrap();
+    let sdk = moto.sdk_config(DEFAULT_REGION).await;
+    let api = TestApiServer::start().await.unwrap();
+    let client = admin(&api).await;
+    for (i, id) in (0u32..).zip(&seeded.node_ids) {
+        let mut spec = worker(&format!("hp-{i}"), "workers", i);
+        spec.labels[1].1.clone_from(id);
+        api.register_node(&spec).unwrap();
+        api.set_ready(&spec.name, true).unwrap();
+    }
+    let checks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticket_ok = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let setup = Setup {
+        client: client.clone(),
+        config: remediation(
+            "needs_replacement = \"replace\"\nmax_unavailable_percent = 100\nbreaker_percent = 100",
+        ),
+        host: scripted_host().0,
+        route: Route::HyperPod {
+            api: Some(SageMaker::new(&sdk, &seeded.cluster_arn)),
+            route: lifecycle::config::RecoveryRoute::Api,
+        },
+        controller_groups: Vec::new(),
+        ticket_check: Some(Box::new({
+            let checks = checks.clone();
+            let ticket_ok = ticket_ok.clone();
+            move || {
+                checks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let ok = ticket_ok.load(std::sync::atomic::Ordering::SeqCst);
+                Box::pin(async move {
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err("the rendezvous is unreachable".to_string())
+                    }
+                })
+            }
+        })),
+        metrics: Arc::default(),
+        pass_every: Duration::from_millis(200),
+    };
+    let task = tokio::spawn(controller::run(setup, async {
+        let _ = rx.await;
+    }));
+    gpu(&client, "hp-1", "False", "GPUNeedsReplacement").await;
+    // No ticket: no replacement, and the node says why.
+    wait_for("the ticket refusal", Duration::from_secs(10), || {
+        !events(&api, "hp-1", "ReplaceWaitsForTicket").is_empty()
+    })
+    .await;
+    assert!(moto.batch_calls().await.unwrap().is_empty());
+    ticket_ok.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for("the replacement request", Duration::from_secs(10), || {
+        !events(&api, "hp-1", "ReplaceRequested").is_empty()
+    })
+    .await;
+    let calls = moto.batch_calls().await.unwrap();
+    assert_eq!(
+        calls,
+        vec![(
+            "BatchReplaceClusterNodes".to_string(),
+            vec![seeded.node_ids[1].clone()]
+        )]
+    );
+    assert!(checks.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    let v = node(&api, "hp-1");
+    let record: Value = serde_json::from_str(
+        v["metadata"]["annotations"][ownership::RECORD]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["stage"], "requested");
+    assert_eq!(record["restart"], "replace");
+    let _ = tx.send(());
+    task.await.unwrap();
+}

@@ -255,6 +255,13 @@ impl Loop<'_> {
             actions_last_hour: self.holds.len(),
             breaker_open: self.breaker.open,
         };
+        let avoided = rows
+            .iter()
+            .filter(|(_, r, _)| {
+                r.as_ref()
+                    .is_some_and(|r| r.action == ClassAction::PreferAvoid)
+            })
+            .count();
         let mut restarts: Vec<(Restart, Target, Node, Record)> = Vec::new();
         let mut deferred: HashMap<&'static str, usize> = HashMap::new();
         for (report, record, node) in rows {
@@ -395,6 +402,7 @@ impl Loop<'_> {
         }
         if let Ok(mut m) = self.s.metrics.lock() {
             m.held = budget.held;
+            m.avoided = avoided;
             m.breaker_open = self.breaker.open;
             m.deferred = deferred.into_iter().collect();
         }
