@@ -33,6 +33,14 @@ Test-only endpoints (JSON in, JSON out; all state is cleared by
   does not offer them yet).
 * `POST /hpk8s-moto/batch-calls` -- answers the Batch* calls received so far:
   `[{"operation", "NodeIds"}]`.
+* `POST /hpk8s-moto/calls` -- answers the AWS calls received, by operation.
+* `POST /hpk8s-moto/deny` -- `{"operation": "ListClusterNodes", "after": 1, "count": 1}`:
+  after `after` calls of the operation, the next `count` fail with
+  `AccessDeniedException`.
+* `POST /hpk8s-moto/instances` -- `{"status": {"i-...": ["Failure", "message"]},
+  "remove": ["i-..."]}`: sets instance statuses, removes instances.
+* config `replace_new_instance: 1` -- a replaced node comes back as a new
+  instance (new id and address, same group), as HyperPod replaces.
 
 Usage: hpk8s_moto.py --port PORT [--host 127.0.0.1]
 """
@@ -55,9 +63,10 @@ from moto.core.responses import ActionResult
 
 LOCK = threading.RLock()
 
-DEFAULT_CONFIG = {"replace_delay_ms": 0, "pending_reads": 1}
+DEFAULT_CONFIG = {"replace_delay_ms": 0, "pending_reads": 1, "replace_new_instance": 0}
 STATE = {"throttle": 0, "throttle_ops": None, "config": dict(DEFAULT_CONFIG),
-         "node_errors": {}, "unsupported": set(), "batch_calls": []}
+         "node_errors": {}, "unsupported": set(), "batch_calls": [], "calls": {},
+         "deny": None, "replaced": 0}
 
 DEFAULT_LIFECYCLE = {"SourceS3Uri": "s3://sagemaker-hpk8s-lifecycle/", "OnCreate": "on_create.sh"}
 MAX_BATCH = 25  # NodeIds of BatchReplace/BatchReboot (service model: 1-25)
@@ -110,15 +119,28 @@ class HyperPodNode:
 
     def observe(self):
         """Called on every read: advances Pending -> Running when due."""
-        if self.status != "Pending":
-            return
+        if self.status != "Pending" or self.pending_until is None:
+            return  # not pending, or set Pending by a test: it stays so
         if self.pending_reads <= 0 and time.monotonic() >= self.pending_until:
             self.status = "Running"
             self.message = ""
             if self.new_launch_time_on_running:
                 self.launch_time = _now()
+                if STATE["config"].get("replace_new_instance"):
+                    self._become_new_instance()
             return
         self.pending_reads -= 1
+
+    def _become_new_instance(self):
+        """A replacement as HyperPod does it: a new instance (id, address)
+        in the same group; the old id disappears."""
+        STATE["replaced"] += 1
+        nodes = self.cluster.nodes
+        nodes.pop(self.instance_id, None)
+        self.instance_id = _instance_id(f"{self.cluster.arn}/replacement/{STATE['replaced']}")
+        self.private_ip = str(ipaddress.ip_address("10.1.200.10") + STATE["replaced"])
+        self.hostname = _hostname(self.private_ip, self.cluster.region_name)
+        nodes[self.instance_id] = self
 
     def _status(self):
         status = {"Status": self.status}
@@ -180,6 +202,12 @@ def _hyperpod_nodes(cluster):
         converted[iid] = hp
     cluster.nodes = converted
     return converted
+
+
+def _all_backends():
+    for account in sm_models.sagemaker_backends.values():
+        for backend in account.values():
+            yield backend
 
 
 def seed_cluster(doc, default_region="us-west-2"):
@@ -409,15 +437,35 @@ class Front:
         if path == "/moto-api/reset" and method == "POST":
             with LOCK:
                 STATE.update(throttle=0, throttle_ops=None, config=dict(DEFAULT_CONFIG),
-                             node_errors={}, unsupported=set(), batch_calls=[])
+                             node_errors={}, unsupported=set(), batch_calls=[], calls={},
+                             deny=None, replaced=0)
         elif not path.startswith("/moto-api"):
             target = environ.get("HTTP_X_AMZ_TARGET", "")
             operation = target.rsplit(".", 1)[-1]
             with LOCK:
+                if operation:
+                    STATE["calls"][operation] = STATE["calls"].get(operation, 0) + 1
                 ops = STATE["throttle_ops"]
                 hit = STATE["throttle"] > 0 and (ops is None or operation in ops)
                 if hit:
                     STATE["throttle"] -= 1
+                deny = STATE["deny"]
+                denied = False
+                if deny and deny["operation"] == operation:
+                    if deny["after"] > 0:
+                        deny["after"] -= 1
+                    elif deny["count"] > 0:
+                        deny["count"] -= 1
+                        denied = True
+            if denied:
+                data = json.dumps({"__type": "AccessDeniedException",
+                                   "message": f"User: arn:aws:sts::111122223333:assumed-role/ops/x is not authorized to perform: sagemaker:{operation} on resource: cluster"}).encode()
+                start_response("400 Bad Request", [
+                    ("Content-Type", "application/x-amz-json-1.1"),
+                    ("x-amzn-ErrorType", "AccessDeniedException"),
+                    ("x-amzn-RequestId", "hpk8s-moto-denied"),
+                    ("Content-Length", str(len(data)))])
+                return [data]
             if hit:
                 data = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
                 start_response("400 Bad Request", [
@@ -457,6 +505,29 @@ class Front:
                 with LOCK:
                     STATE["unsupported"] = set(body.get("operations") or [])
                     return _json_response(start_response, "200 OK", sorted(STATE["unsupported"]))
+            if path == "/hpk8s-moto/calls":
+                with LOCK:
+                    return _json_response(start_response, "200 OK", dict(STATE["calls"]))
+            if path == "/hpk8s-moto/deny":
+                with LOCK:
+                    STATE["deny"] = {"operation": body["operation"], "after": int(body.get("after", 0)),
+                                     "count": int(body.get("count", 1))}
+                    return _json_response(start_response, "200 OK", STATE["deny"])
+            if path == "/hpk8s-moto/instances":
+                with LOCK:
+                    backend_clusters = [c for b in _all_backends() for c in b.clusters.values()]
+                    changed = []
+                    for cluster in backend_clusters:
+                        nodes = _hyperpod_nodes(cluster)
+                        for nid, st in (body.get("status") or {}).items():
+                            if nid in nodes:
+                                nodes[nid].status = st[0]
+                                nodes[nid].message = st[1] if len(st) > 1 else ""
+                                changed.append(nid)
+                        for nid in body.get("remove") or []:
+                            if nodes.pop(nid, None) is not None:
+                                changed.append(nid)
+                    return _json_response(start_response, "200 OK", changed)
             if path == "/hpk8s-moto/batch-calls":
                 with LOCK:
                     return _json_response(start_response, "200 OK", list(STATE["batch_calls"]))

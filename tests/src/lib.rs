@@ -17,6 +17,7 @@ pub mod moto;
 pub mod netns;
 pub mod node;
 pub mod nvml;
+pub mod sim;
 
 /// Whether we run under CI, where tests needing real components must fail
 /// instead of skipping.

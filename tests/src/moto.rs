@@ -249,6 +249,49 @@ impl Moto {
         .map(drop)
     }
 
+    /// Sets instance statuses (`(id, status, message)`) and removes
+    /// instances.
+    pub async fn set_instances(
+        &self,
+        status: &[(&str, &str, &str)],
+        remove: &[&str],
+    ) -> Result<()> {
+        let status: serde_json::Map<String, Value> = status
+            .iter()
+            .map(|(id, st, msg)| ((*id).to_string(), json!([st, msg])))
+            .collect();
+        self.post(
+            "/hpk8s-moto/instances",
+            &json!({ "status": status, "remove": remove }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// After `after` calls of `operation`, the next `count` are denied
+    /// (`AccessDeniedException`).
+    pub async fn deny(&self, operation: &str, after: u32, count: u32) -> Result<()> {
+        self.post(
+            "/hpk8s-moto/deny",
+            &json!({ "operation": operation, "after": after, "count": count }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// AWS calls received so far, by operation.
+    pub async fn calls(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let v = self.post("/hpk8s-moto/calls", &json!({})).await?;
+        Ok(serde_json::from_value(v).unwrap_or_default())
+    }
+
+    /// Replaced nodes come back as new instances (new id and address).
+    pub async fn replace_with_new_instances(&self) -> Result<()> {
+        self.post("/hpk8s-moto/config", &json!({ "replace_new_instance": 1 }))
+            .await
+            .map(drop)
+    }
+
     /// The Batch* calls received: (operation, node ids) in order.
     pub async fn batch_calls(&self) -> Result<Vec<(String, Vec<String>)>> {
         let v = self.post("/hpk8s-moto/batch-calls", &json!({})).await?;

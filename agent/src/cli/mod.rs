@@ -3,12 +3,16 @@
 
 mod agent;
 mod bootstrap;
+mod cluster_args;
 mod config;
+mod delete_orphan_nodes;
 mod generate_new_token;
 mod gpu_check;
 mod identity;
 mod node;
 mod remediation;
+mod restart_instance;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +70,18 @@ pub enum Command {
     /// Probe this node's GPUs once (NVML): a table or JSON, the exit status
     /// by the worst fault (reboot, replace, degraded, probe failed).
     GpuCheck(gpu_check::Args),
+    /// Every Node and instance of the cluster: readiness, GPU health,
+    /// interruptions, what hpk8s holds, HyperPod status; mismatches flagged.
+    Status(status::Args),
+    /// Delete the Nodes whose instance is gone (absent, Failure, NotFound)
+    /// and that have been NotReady beyond a grace period.
+    DeleteOrphanNodes(delete_orphan_nodes::Args),
+    /// Cordon and drain a node, have HyperPod replace its instance, delete
+    /// the old Node and wait for the new instance's Node to be Ready.
+    ReplaceInstance(restart_instance::Args),
+    /// Cordon and drain a node, have its instance rebooted and wait for it
+    /// to be Ready again (uncordoned if hpk8s cordoned it).
+    RebootInstance(restart_instance::Args),
     /// Controller: the remediation circuit breaker and the nodes hpk8s
     /// holds (`status`), and resuming after the breaker opened (`resume`).
     Remediation {
@@ -90,6 +106,9 @@ impl Command {
             Command::GenerateNewToken(a) => a.output,
             Command::GpuCheck(a) => a.output,
             Command::Remediation { command } => command.output(),
+            Command::Status(a) => a.cluster.output,
+            Command::DeleteOrphanNodes(a) => a.cluster.output,
+            Command::ReplaceInstance(a) | Command::RebootInstance(a) => a.cluster.output,
             Command::Agent | Command::Config { .. } => Output::Text,
         }
     }
@@ -105,6 +124,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::GenerateNewToken(args) => generate_new_token::run(&cli, args).await,
         Command::GpuCheck(args) => gpu_check::run(&cli, args).await,
         Command::Remediation { command } => remediation::run(&cli, command).await,
+        Command::Status(args) => status::run(&cli, args).await,
+        Command::DeleteOrphanNodes(args) => delete_orphan_nodes::run(&cli, args).await,
+        Command::ReplaceInstance(args) => {
+            restart_instance::run(&cli, args, lifecycle::aws::sagemaker::Restart::Replace).await
+        }
+        Command::RebootInstance(args) => {
+            restart_instance::run(&cli, args, lifecycle::aws::sagemaker::Restart::Reboot).await
+        }
     }
 }
 

@@ -326,7 +326,7 @@ async fn remediation(
 
 /// Before a replacement: a published join ticket valid for longer than
 /// `needed` (the new instance joins with it), publishing one if not.
-async fn ticket_for_replacement(
+pub async fn ticket_for_replacement(
     cx: &Context<'_>,
     client: &Client,
     needed: std::time::Duration,

@@ -50,8 +50,18 @@ classify!(AwsSetupError {
 
 /// The SDK configuration for this node.
 pub async fn sdk_config(host: &Host, identity: &NodeIdentity) -> Result<SdkConfig, AwsSetupError> {
+    sdk_config_in(host, identity.region.clone()).await
+}
+
+/// The SDK configuration with `region` when known (a cluster ARN's), else
+/// the environment's, a profile's, or (on EC2 only) IMDS's. Endpoint
+/// overrides (`AWS_ENDPOINT_URL`) apply as the SDK reads them.
+pub async fn sdk_config_in(
+    host: &Host,
+    region: Option<String>,
+) -> Result<SdkConfig, AwsSetupError> {
     let on_ec2 = ec2::is_ec2(host);
-    let known = identity.region.clone().map(Region::new);
+    let known = region.map(Region::new);
     let mut region = RegionProviderChain::first_try(known)
         .or_else(EnvironmentVariableRegionProvider::new())
         .or_else(ProfileFileRegionProvider::builder().build());

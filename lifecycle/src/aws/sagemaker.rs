@@ -267,6 +267,22 @@ where
                 )),
             }
         }
+        SdkError::ResponseError(ctx) => Failure::Other(format!(
+            "HTTP {} with a body that is not the service's (a proxy or a wrong endpoint?)",
+            ctx.raw().status().as_u16()
+        )),
+        SdkError::TimeoutError(_) => Failure::Other(format!(
+            "no answer within {} s",
+            crate::aws::OPERATION_TIMEOUT.as_secs()
+        )),
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => Failure::Other(format!(
+            "cannot reach the endpoint ({})",
+            DisplayErrorContext(err)
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("connection failed")
+        )),
         _ => Failure::Other(DisplayErrorContext(err).to_string()),
     }
 }
@@ -354,6 +370,13 @@ impl SageMaker {
     /// inventory that cannot be read completely is an error, never a
     /// partial list.
     pub async fn list_nodes(&self) -> Result<Vec<ClusterNode>, SageMakerError> {
+        self.list_nodes_counted().await.map(|(n, _)| n)
+    }
+
+    /// [`Self::list_nodes`] with the number of calls it made (pages plus
+    /// describes, throttled retries not counted).
+    pub async fn list_nodes_counted(&self) -> Result<(Vec<ClusterNode>, usize), SageMakerError> {
+        let mut calls = 0;
         let mut nodes = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -367,6 +390,7 @@ impl SageMaker {
                         .send()
                 })
                 .await?;
+            calls += 1;
             for s in page.cluster_node_summaries() {
                 let Some(id) = s.instance_id() else { continue };
                 nodes.push(ClusterNode {
@@ -412,12 +436,52 @@ impl SageMaker {
                         .send()
                 })
                 .await?;
+            calls += 1;
             if let Some(d) = details.node_details() {
                 n.private_dns_hostname = d.private_dns_hostname().map(str::to_string);
                 n.private_ip = d.private_primary_ip().map(str::to_string);
             }
         }
-        Ok(nodes)
+        Ok((nodes, calls))
+    }
+
+    /// One instance, read again (`DescribeClusterNode`); `None` when the
+    /// service no longer knows it.
+    pub async fn describe_node(&self, id: &str) -> Result<Option<ClusterNode>, SageMakerError> {
+        let result = self
+            .call("DescribeClusterNode", || {
+                self.client
+                    .describe_cluster_node()
+                    .cluster_name(&self.cluster)
+                    .node_id(id)
+                    .send()
+            })
+            .await;
+        let details = match result {
+            Ok(d) => d,
+            Err(SageMakerError::ClusterNotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(details.node_details().map(|d| ClusterNode {
+            instance_id: d.instance_id().unwrap_or(id).to_string(),
+            group: d.instance_group_name().unwrap_or_default().to_string(),
+            instance_type: d
+                .instance_type()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
+            status: d
+                .instance_status()
+                .and_then(|st| st.status())
+                .map_or_else(|| "Unknown".to_string(), |st| st.as_str().to_string()),
+            message: d
+                .instance_status()
+                .and_then(|st| st.message())
+                .filter(|m| !m.is_empty())
+                .map(str::to_string),
+            launch_time: d.launch_time().and_then(|t| SystemTime::try_from(*t).ok()),
+            private_dns_hostname: d.private_dns_hostname().map(str::to_string),
+            private_ip: d.private_primary_ip().map(str::to_string),
+        }))
     }
 
     /// Reboots or replaces `ids`, [`RESTART_BATCH`] per call. A call that

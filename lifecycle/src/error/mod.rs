@@ -24,6 +24,7 @@ use crate::host::command::CommandError;
 use crate::host::fs::FsError;
 use crate::identity::IdentityError;
 use crate::kube::client::ClientError;
+use crate::ops::OpsError;
 use crate::plan::ApplyError;
 use crate::prepare::containerd::Error as ContainerdError;
 use crate::prepare::containerd::config_file::EditError;
@@ -106,6 +107,9 @@ pub enum Error {
     /// Remediation's own state.
     #[error(transparent)]
     Remediation(#[from] RemediationError),
+    /// An operator command.
+    #[error(transparent)]
+    Ops(#[from] OpsError),
     /// Applying a planned change.
     #[error("{step}: {source}")]
     Apply {
@@ -140,6 +144,7 @@ classify!(Error {
     Drain { 0: e } => via e;
     SageMaker { 0: e } => via e;
     Remediation { 0: e } => via e;
+    Ops { 0: e } => via e;
     Apply { source, .. } => via source;
 });
 
@@ -178,6 +183,7 @@ pub fn all_kinds() -> Vec<KindRow> {
         DrainError::KINDS,
         SageMakerError::KINDS,
         RemediationError::KINDS,
+        OpsError::KINDS,
     ]
     .concat()
 }
