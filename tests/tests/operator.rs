@@ -676,3 +676,174 @@ async fn reboot_instance_through_slurm_uncordons_what_it_cordoned() {
     );
     assert!(sim.moto.batch_calls().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn delete_instances_asks_hyperpod_only_for_failed_instances() {
+    if moto_or_skip() {
+        return;
+    }
+    let scenario = r#"
+cluster: { name: ops-delete-instances }
+groups:
+  - { name: workers, count: 40 }
+nodes:
+  - { group: workers, index: 0, ready: "Unknown", for_minutes: 30, instance: Failure }
+  - { group: workers, index: 1, ready: "False", for_minutes: 30, instance: absent }
+"#;
+    let sim = SimCluster::start(&Scenario::parse(scenario).unwrap())
+        .await
+        .unwrap();
+    let failed = sim.node("workers", 0).unwrap().instance_id.clone();
+    let (code, out, err) = hpk8s(
+        &sim,
+        &[
+            "delete-orphan-nodes",
+            "--yes",
+            "--delete-instances",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["deleted"].as_array().unwrap().len(), 2, "{doc}");
+    assert_eq!(doc["instances_deleted"], json!([failed]), "{doc}");
+    assert_eq!(
+        sim.moto
+            .calls()
+            .await
+            .unwrap()
+            .get("BatchDeleteClusterNodes"),
+        Some(&1)
+    );
+}
+
+#[tokio::test]
+async fn a_reboot_that_never_comes_back_ends_at_its_deadline_with_the_last_status() {
+    if moto_or_skip() {
+        return;
+    }
+    let sim = SimCluster::start(&Scenario::parse(REPLACE).unwrap())
+        .await
+        .unwrap();
+    sim.moto.set_replace_timing(3_600_000, 1).await.unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let path = sim.kubeconfig();
+    let client = lifecycle::kube::client::from_kubeconfig_with(
+        path,
+        path,
+        lifecycle::kube::client::Retries::Caller,
+    )
+    .await
+    .unwrap();
+    let sdk = sim.moto.sdk_config(&sim.region).await;
+    let source = Instances::HyperPod(SageMaker::new(&sdk, &sim.seeded.cluster_arn));
+    let host = Host::new(
+        std::path::Path::new("/"),
+        Arc::new(ScriptedRunner::new()),
+        Arc::new(FixedInterfaces::default()),
+    );
+    let target = sim.node("workers", 3).unwrap().clone();
+    let opts = restart_instance::Options {
+        kind: Restart::Reboot,
+        via: lifecycle::config::RecoveryRoute::Api,
+        drain_timeout: Duration::from_secs(10),
+        force: false,
+        wait: Duration::from_secs(2),
+        poll_every: Duration::from_millis(200),
+        controller_groups: Vec::new(),
+    };
+    let noop = |_: &str| {};
+    let e = restart_instance::restart_instance(
+        &client,
+        &source,
+        &host,
+        &target.instance_id,
+        &opts,
+        None,
+        &noop,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), "restart_wait_deadline");
+    assert_eq!(e.exit_code(), 8);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("Pending") && msg.contains("Rebooting"),
+        "{msg}"
+    );
+    // Still cordoned: hpk8s does not uncordon a node that did not come back.
+    let node = sim.api.get_json("nodes", "", &target.name).unwrap();
+    assert_eq!(node["spec"]["unschedulable"], true);
+}
+
+#[tokio::test]
+async fn a_static_topology_is_the_inventory_elsewhere() {
+    use harness::kube_api::{NodeSpec, TestApiServer};
+    use lifecycle::ops::inventory::Instance;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let api = TestApiServer::start().await.unwrap();
+    for (i, name) in (1u8..).zip(["gpu-1", "gpu-2", "gone-1"]) {
+        api.register_node(&NodeSpec {
+            name: name.into(),
+            addresses: vec![("InternalIP".into(), format!("10.2.0.{i}"))],
+            labels: Vec::new(),
+            taints: Vec::new(),
+        })
+        .unwrap();
+        api.set_ready(name, name != "gone-1").unwrap();
+    }
+    // gone-1 NotReady for an hour and not in the config's node list.
+    let mut n = api.get_json("nodes", "", "gone-1").unwrap();
+    let hour_ago = lifecycle::values::time::rfc3339(SystemTime::now() - Duration::from_secs(3600));
+    for c in n["status"]["conditions"].as_array_mut().unwrap() {
+        c["lastTransitionTime"] = json!(hour_ago);
+    }
+    api.apply_json(n).unwrap();
+    let listed = |ip: &str| Instance {
+        id: None,
+        group: "gpu".into(),
+        instance_type: String::new(),
+        status: "Listed".into(),
+        message: None,
+        launch_time: None,
+        host: None,
+        ip: Some(ip.into()),
+    };
+    let source = Instances::Static(vec![listed("10.2.0.1"), listed("10.2.0.2")]);
+    let path = api.admin_kubeconfig_path();
+    let client = lifecycle::kube::client::from_kubeconfig_with(
+        path,
+        path,
+        lifecycle::kube::client::Retries::Caller,
+    )
+    .await
+    .unwrap();
+    let opts = orphans::Options {
+        dry_run: true,
+        ..orphans::Options::default()
+    };
+    let report = orphans::delete_orphans(
+        &client,
+        &source,
+        &opts,
+        SystemTime::now(),
+        async |_: &[orphans::Orphan]| Ok(Answer::Yes),
+    )
+    .await
+    .unwrap();
+    let names: Vec<&str> = report.orphans.iter().map(|o| o.node.as_str()).collect();
+    assert_eq!(names, vec!["gone-1"]);
+    // Without any inventory the command refuses instead of guessing.
+    let e = orphans::delete_orphans(
+        &client,
+        &Instances::None,
+        &opts,
+        SystemTime::now(),
+        async |_: &[orphans::Orphan]| Ok(Answer::Yes),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), "instance_inventory_missing");
+}

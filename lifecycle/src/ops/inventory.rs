@@ -111,6 +111,9 @@ pub struct NodeView {
     pub instance_id: Option<String>,
     /// InternalIP.
     pub ip: Option<String>,
+    /// `spot` or `on-demand` (the `node.kubernetes.io/lifecycle` label
+    /// hpk8s sets at join, when known).
+    pub capacity_type: Option<String>,
     /// Ready condition.
     pub ready: Readiness,
     /// Not cordoned.
@@ -174,6 +177,7 @@ impl NodeView {
             group: labels_.get(labels::INSTANCE_GROUP).cloned(),
             instance_id: report.instance_id.clone(),
             ip,
+            capacity_type: labels_.get(labels::LIFECYCLE).cloned(),
             ready,
             schedulable: !node
                 .spec
@@ -359,6 +363,7 @@ mod tests {
             group: None,
             instance_id: id.map(str::to_string),
             ip: ip.map(str::to_string),
+            capacity_type: None,
             ready: Readiness {
                 status: "True".into(),
                 since: None,

@@ -404,13 +404,18 @@ pub async fn restart_instance(
                         || r.node.as_ref().is_some_and(|n| n.name == node.name)
                 });
                 let view: Option<&NodeView> = row.and_then(|r| r.node.as_ref());
+                // Back: the instance Running again (when HyperPod lists it)
+                // and the Node Ready after having been seen not Ready, or
+                // with a Ready transition after the request.
+                let mut running = true;
                 if let Some(i) = row.and_then(|r| r.instance.as_ref()) {
                     last = format!("{} {}", i.status, i.message.clone().unwrap_or_default());
-                    saw_down |= i.status != "Running";
+                    running = i.status == "Running";
                 }
                 if let Some(v) = view {
                     saw_down |= v.ready.status != "True";
-                    let back = v.ready.status == "True"
+                    let back = running
+                        && v.ready.status == "True"
                         && (saw_down
                             || v.ready
                                 .since

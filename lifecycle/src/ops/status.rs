@@ -24,6 +24,8 @@ pub struct StatusRow {
     pub instance_id: Option<String>,
     /// Instance type.
     pub instance_type: Option<String>,
+    /// `spot` or `on-demand`, when the Node says.
+    pub capacity_type: Option<String>,
     /// `True`, `False`, `Unknown` (`null` without a Node).
     pub ready: Option<String>,
     /// When `ready` last changed (RFC 3339).
@@ -143,6 +145,7 @@ pub fn build(rows: Vec<Row>, inventory: bool, calls: Calls, now: SystemTime) -> 
                         instance_type: inst
                             .map(|i| i.instance_type.clone())
                             .filter(|t| !t.is_empty()),
+                        capacity_type: n.capacity_type.clone(),
                         ready: Some(n.ready.status.clone()),
                         ready_since: n.ready.since.map(rfc3339),
                         schedulable: Some(n.schedulable),
@@ -166,6 +169,7 @@ pub fn build(rows: Vec<Row>, inventory: bool, calls: Calls, now: SystemTime) -> 
                     instance_type: inst
                         .map(|i| i.instance_type.clone())
                         .filter(|t| !t.is_empty()),
+                    capacity_type: None,
                     ready: None,
                     ready_since: None,
                     schedulable: None,

@@ -65,7 +65,10 @@ fn main() -> anyhow::Result<()> {
     });
     for (name, cmd) in [
         ("status", vec!["status", "--output", "json"]),
-        ("delete_orphan_nodes_dry_run", vec!["delete-orphan-nodes", "--dry-run", "--output", "json"]),
+        (
+            "delete_orphan_nodes_dry_run",
+            vec!["delete-orphan-nodes", "--dry-run", "--output", "json"],
+        ),
     ] {
         let mut walls = Vec::new();
         let mut cpus = Vec::new();
