@@ -332,6 +332,15 @@ impl Drop for Moto {
     }
 }
 
+/// Whether a test must be skipped because moto is missing (outside CI
+/// only: under CI a missing moto fails the test).
+pub fn skip_without_moto() -> bool {
+    crate::require(
+        Moto::available(),
+        "python3 with moto[server] ($HPK8S_MOTO_PYTHON)",
+    )
+}
+
 /// A `resource_config.json` document with `groups` of (name, instance type,
 /// count) whose instances have generated ids and addresses in `10.1.0.0/16`.
 pub fn resource_config(cluster_name: &str, region: &str, groups: &[(&str, &str, usize)]) -> Value {

@@ -12,10 +12,7 @@ use harness::moto::{DEFAULT_REGION, Moto, SeededCluster, resource_config};
 
 /// A fresh server, or `None` (outside CI only) when moto is not installed.
 fn moto() -> Option<Moto> {
-    if harness::require(
-        Moto::available(),
-        "python3 with moto[server] ($HPK8S_MOTO_PYTHON)",
-    ) {
+    if harness::moto::skip_without_moto() {
         return None;
     }
     Some(Moto::start().expect("start moto"))

@@ -20,10 +20,7 @@ use lifecycle::ops::restart_instance;
 use serde_json::{Value, json};
 
 fn moto_or_skip() -> bool {
-    harness::require(
-        harness::moto::Moto::available(),
-        "python3 with moto[server] ($HPK8S_MOTO_PYTHON)",
-    )
+    harness::moto::skip_without_moto()
 }
 
 /// Runs the real binary against `sim` (stdin: `stdin`, not a terminal).
@@ -47,6 +44,29 @@ async fn hpk8s(sim: &SimCluster, args: &[&str]) -> (i32, String, String) {
     })
     .await
     .unwrap()
+}
+
+/// An admin client without kube's own retries (as the commands use).
+async fn admin_client(kubeconfig: &std::path::Path) -> kube::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    lifecycle::kube::client::from_kubeconfig_with(
+        kubeconfig,
+        kubeconfig,
+        lifecycle::kube::client::Retries::Caller,
+    )
+    .await
+    .unwrap()
+}
+
+/// What the library calls need: the admin client and the HyperPod
+/// inventory of `sim`.
+async fn library_side(sim: &SimCluster) -> (kube::Client, Instances) {
+    let client = admin_client(sim.kubeconfig()).await;
+    let sdk = sim.moto.sdk_config(&sim.region).await;
+    (
+        client,
+        Instances::HyperPod(SageMaker::new(&sdk, &sim.seeded.cluster_arn)),
+    )
 }
 
 const ORPHANS_250: &str = r#"
@@ -240,17 +260,7 @@ nodes:
 
     // Through the library: the operator's confirmation is the moment
     // between listing and deleting; worker 1 comes back meanwhile.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let path = sim.kubeconfig();
-    let client = lifecycle::kube::client::from_kubeconfig_with(
-        path,
-        path,
-        lifecycle::kube::client::Retries::Caller,
-    )
-    .await
-    .unwrap();
-    let sdk = sim.moto.sdk_config(&sim.region).await;
-    let source = Instances::HyperPod(SageMaker::new(&sdk, &sim.seeded.cluster_arn));
+    let (client, source) = library_side(&sim).await;
     let back = sim.node("workers", 1).unwrap().name.clone();
     let opts = orphans::Options {
         force: true,
@@ -608,17 +618,7 @@ async fn reboot_instance_through_slurm_uncordons_what_it_cordoned() {
     let sim = SimCluster::start(&Scenario::parse(REPLACE).unwrap())
         .await
         .unwrap();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let path = sim.kubeconfig();
-    let client = lifecycle::kube::client::from_kubeconfig_with(
-        path,
-        path,
-        lifecycle::kube::client::Retries::Caller,
-    )
-    .await
-    .unwrap();
-    let sdk = sim.moto.sdk_config(&sim.region).await;
-    let source = Instances::HyperPod(SageMaker::new(&sdk, &sim.seeded.cluster_arn));
+    let (client, source) = library_side(&sim).await;
     let runner = Arc::new(ScriptedRunner::new());
     runner.on(&["scontrol"], CmdOutput::ok(""));
     let host = Host::new(
@@ -728,17 +728,7 @@ async fn a_reboot_that_never_comes_back_ends_at_its_deadline_with_the_last_statu
         .await
         .unwrap();
     sim.moto.set_replace_timing(3_600_000, 1).await.unwrap();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let path = sim.kubeconfig();
-    let client = lifecycle::kube::client::from_kubeconfig_with(
-        path,
-        path,
-        lifecycle::kube::client::Retries::Caller,
-    )
-    .await
-    .unwrap();
-    let sdk = sim.moto.sdk_config(&sim.region).await;
-    let source = Instances::HyperPod(SageMaker::new(&sdk, &sim.seeded.cluster_arn));
+    let (client, source) = library_side(&sim).await;
     let host = Host::new(
         std::path::Path::new("/"),
         Arc::new(ScriptedRunner::new()),
@@ -812,14 +802,7 @@ async fn a_static_topology_is_the_inventory_elsewhere() {
         ip: Some(ip.into()),
     };
     let source = Instances::Static(vec![listed("10.2.0.1"), listed("10.2.0.2")]);
-    let path = api.admin_kubeconfig_path();
-    let client = lifecycle::kube::client::from_kubeconfig_with(
-        path,
-        path,
-        lifecycle::kube::client::Retries::Caller,
-    )
-    .await
-    .unwrap();
+    let client = admin_client(api.admin_kubeconfig_path()).await;
     let opts = orphans::Options {
         dry_run: true,
         ..orphans::Options::default()

@@ -181,19 +181,10 @@ fn start(
 
 // ------------------------------------------------------------------ drain
 
-fn seed_drain_node(api: &TestApiServer, name: &str) {
-    api.register_node(&worker(name, "workers", 1)).unwrap();
-    api.set_ready(name, true).unwrap();
-}
-
-#[tokio::test]
-async fn a_budget_blocked_drain_stops_at_its_deadline_naming_pod_and_budget() {
-    let api = TestApiServer::start().await.unwrap();
-    let client = admin(&api).await;
-    seed_drain_node(&api, "n1");
-    api.register_node(&worker("n2", "workers", 2)).unwrap();
-    // web-0 on n1 and web-1 on n2; the budget wants both.
-    for (pod, on) in [("web-0", "n1"), ("web-1", "n2")] {
+/// web-0 on `first`, web-1 on `second`, and a budget (web-budget) that
+/// wants both: web-0 cannot be evicted.
+fn blocked_web(api: &TestApiServer, first: &str, second: &str) {
+    for (pod, on) in [("web-0", first), ("web-1", second)] {
         api.apply_json(
             Pod::test("default", pod)
                 .on_node(on)
@@ -210,6 +201,21 @@ async fn a_budget_blocked_drain_stops_at_its_deadline_naming_pod_and_budget() {
             .json(),
     )
     .unwrap();
+}
+
+fn seed_drain_node(api: &TestApiServer, name: &str) {
+    api.register_node(&worker(name, "workers", 1)).unwrap();
+    api.set_ready(name, true).unwrap();
+}
+
+#[tokio::test]
+async fn a_budget_blocked_drain_stops_at_its_deadline_naming_pod_and_budget() {
+    let api = TestApiServer::start().await.unwrap();
+    let client = admin(&api).await;
+    seed_drain_node(&api, "n1");
+    api.register_node(&worker("n2", "workers", 2)).unwrap();
+    // web-0 on n1 and web-1 on n2; the budget wants both.
+    blocked_web(&api, "n1", "n2");
     // Evicted: a ReplicaSet pod with scratch space. Untouched: a DaemonSet
     // pod and a mirror pod. Named, not evicted: a pod nobody owns.
     api.apply_json(
@@ -881,23 +887,7 @@ async fn a_drain_blocked_by_a_budget_leaves_the_node_cordoned_and_requests_nothi
         api.register_node(&worker(n, "workers", 21 + i)).unwrap();
         api.set_ready(n, true).unwrap();
     }
-    for (pod, on) in [("web-0", "ip-10-1-0-21"), ("web-1", "ip-10-1-0-22")] {
-        api.apply_json(
-            Pod::test("default", pod)
-                .on_node(on)
-                .with_label("app", "web")
-                .owned_by("apps/v1", "ReplicaSet", "web")
-                .running_ready()
-                .json(),
-        )
-        .unwrap();
-    }
-    api.apply_json(
-        PodDisruptionBudget::test("default", "web-budget", "app", "web")
-            .min_available(2)
-            .json(),
-    )
-    .unwrap();
+    blocked_web(&api, "ip-10-1-0-21", "ip-10-1-0-22");
     let cfg = remediation(
         "needs_reboot = \"reboot\"\ndrain_timeout_secs = 2\nmax_unavailable_percent = 100\nbreaker_percent = 100",
     );
@@ -956,10 +946,7 @@ use lifecycle::aws::sagemaker::{Restart, SageMaker};
 use lifecycle::remediation::restart::{self, Outcome, Target};
 
 fn moto() -> Option<Moto> {
-    if harness::require(
-        Moto::available(),
-        "python3 with moto[server] ($HPK8S_MOTO_PYTHON)",
-    ) {
+    if harness::moto::skip_without_moto() {
         return None;
     }
     Some(Moto::start().expect("start moto"))

@@ -196,6 +196,27 @@ impl Restart {
     }
 }
 
+/// (accepted ids, refused ids with their codes) of a batch reboot or
+/// replace answer (two SDK types with the same shape).
+macro_rules! restart_answer {
+    ($o:expr) => {
+        (
+            $o.successful().to_vec(),
+            $o.failed()
+                .iter()
+                .map(|f| NodeFailure {
+                    node_id: f.node_id().unwrap_or_default().to_string(),
+                    code: f
+                        .error_code()
+                        .map(|c| c.as_str().to_string())
+                        .unwrap_or_default(),
+                    message: f.message().unwrap_or_default().to_string(),
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+}
+
 /// The client for one cluster.
 #[derive(Debug, Clone)]
 pub struct SageMaker {
@@ -506,22 +527,7 @@ impl SageMaker {
                             .send()
                     })
                     .await
-                    .map(|o| {
-                        (
-                            o.successful().to_vec(),
-                            o.failed()
-                                .iter()
-                                .map(|f| NodeFailure {
-                                    node_id: f.node_id().unwrap_or_default().to_string(),
-                                    code: f
-                                        .error_code()
-                                        .map(|c| c.as_str().to_string())
-                                        .unwrap_or_default(),
-                                    message: f.message().unwrap_or_default().to_string(),
-                                })
-                                .collect::<Vec<_>>(),
-                        )
-                    }),
+                    .map(|o| restart_answer!(o)),
                 Restart::Replace => self
                     .call(kind.action(), || {
                         self.client
@@ -531,22 +537,7 @@ impl SageMaker {
                             .send()
                     })
                     .await
-                    .map(|o| {
-                        (
-                            o.successful().to_vec(),
-                            o.failed()
-                                .iter()
-                                .map(|f| NodeFailure {
-                                    node_id: f.node_id().unwrap_or_default().to_string(),
-                                    code: f
-                                        .error_code()
-                                        .map(|c| c.as_str().to_string())
-                                        .unwrap_or_default(),
-                                    message: f.message().unwrap_or_default().to_string(),
-                                })
-                                .collect::<Vec<_>>(),
-                        )
-                    }),
+                    .map(|o| restart_answer!(o)),
             };
             match result {
                 Ok((ok, failed)) => {

@@ -92,8 +92,9 @@ pub fn from_report(report: &Report, mode: GateMode) -> Gate {
     }
 }
 
-/// A reason as a taint value (at most 63 label characters).
-fn label_value(reason: &str) -> String {
+/// A reason as a taint value (at most 63 label characters); remediation's
+/// taints use it too.
+pub(crate) fn label_value(reason: &str) -> String {
     let mut v: String = reason
         .chars()
         .map(|c| {

@@ -268,16 +268,6 @@ fn finished(p: &Pod) -> bool {
     )
 }
 
-/// Whether the node's `Ready` condition is `True`.
-pub fn node_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
 /// What became of one pod.
 enum Outcome {
     Gone(String),
@@ -309,7 +299,7 @@ pub async fn drain(client: &Client, node: &str, opts: &Options) -> Result<Report
         }
     }
     let ready = match timed(Api::<Node>::all(client.clone()).get_opt(node)).await {
-        Ok(Some(n)) => node_ready(&n),
+        Ok(Some(n)) => crate::cluster::nodes::inventory::is_ready(&n),
         // Gone or unreadable: do not wait for a kubelet that may be dead.
         Ok(None) | Err(_) => false,
     };

@@ -30,7 +30,7 @@ use super::policy::{self, Budget, Decision, Facts, Held, Stage, Trouble};
 use super::restart::{self, Outcome, Route, Target};
 use crate::agent::node_status::node_event;
 use crate::aws::sagemaker::Restart;
-use crate::cluster::gpu_gate::TAINT_KEY as GPU_TAINT;
+use crate::cluster::gpu_gate::{TAINT_KEY as GPU_TAINT, label_value};
 use crate::cluster::nodes::watch::resilient_node_events;
 use crate::config::{ClassAction, RemediationConfig};
 use crate::drain::{self, DrainError, Report};
@@ -904,21 +904,4 @@ fn describe(t: &Trouble) -> String {
         Trouble::Gpu { reason, class } => format!("{reason} ({})", class.as_str()),
         Trouble::Notice(n) => format!("{:?} notice ({})", n.kind, n.action),
     }
-}
-
-/// `text` cut to a valid label (taint) value.
-fn label_value(text: &str) -> String {
-    let v: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(63)
-        .collect();
-    v.trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
 }

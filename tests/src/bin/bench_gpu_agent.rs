@@ -251,41 +251,8 @@ async fn rounds_of_latency(
             .lines()
             .count();
 
-        let host = Host::new(
-            root,
-            Arc::new(ScriptedRunner::new()),
-            Arc::new(FixedInterfaces::default()),
-        );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let agent = tokio::spawn(
-            Loop {
-                host,
-                config: config.clone(),
-                instance_type: Some("p5.48xlarge".into()),
-                node_name: NODE.into(),
-                status: None,
-                state: Arc::new(Mutex::new(HealthState::default())),
-                liveness: Arc::new(Liveness::default()),
-            }
-            .run(async {
-                let _ = stopped.await;
-            }),
-        );
-        let mut delivered_at = None;
-        wait(
-            Duration::from_secs(10),
-            "the stub delivering the XID",
-            || {
-                let text = std::fs::read_to_string(log).unwrap_or_default();
-                let line = text.lines().nth(delivered_before);
-                delivered_at = line
-                    .and_then(|l| l.split_whitespace().nth(2))
-                    .and_then(|n| n.parse::<u128>().ok());
-                delivered_at.is_some()
-            },
-        )
-        .await?;
-        let delivered_at = delivered_at.context("delivery time")?;
+        let (stop, agent) = start_agent(root, &config, NODE);
+        let delivered_at = delivered_after(log, delivered_before).await?;
         let mut received = None;
         wait(
             Duration::from_secs(10),
@@ -487,6 +454,60 @@ metrics_address = "127.0.0.1:0"
     }))
 }
 
+/// Starts the node agent's GPU loop for `node` (its kubelet credential
+/// under `root`): the stop switch and the task.
+fn start_agent(
+    root: &Path,
+    config: &GpuHealthConfig,
+    node: &str,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let host = Host::new(
+        root,
+        Arc::new(ScriptedRunner::new()),
+        Arc::new(FixedInterfaces::default()),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(
+        Loop {
+            host,
+            config: config.clone(),
+            instance_type: Some("p5.48xlarge".into()),
+            node_name: node.to_string(),
+            status: None,
+            state: Arc::new(Mutex::new(HealthState::default())),
+            liveness: Arc::new(Liveness::default()),
+        }
+        .run(async {
+            let _ = stopped.await;
+        }),
+    );
+    (stop, agent)
+}
+
+/// When the stub handed over the XID after the `before`-th delivery (ns
+/// since the epoch, from its delivery log).
+async fn delivered_after(log: &Path, before: usize) -> anyhow::Result<u128> {
+    let mut delivered_at = None;
+    wait(
+        Duration::from_secs(10),
+        "the stub delivering the XID",
+        || {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            delivered_at = text
+                .lines()
+                .nth(before)
+                .and_then(|l| l.split_whitespace().nth(2))
+                .and_then(|n| n.parse::<u128>().ok());
+            delivered_at.is_some()
+        },
+    )
+    .await?;
+    delivered_at.context("delivery time")
+}
+
 fn gpu_taint(node: &Node) -> bool {
     node.spec
         .as_ref()
@@ -617,42 +638,8 @@ async fn remediation(rounds: usize, node_count: usize) -> anyhow::Result<serde_j
             .unwrap_or_default()
             .lines()
             .count();
-        let host = Host::new(
-            root.path(),
-            Arc::new(ScriptedRunner::new()),
-            Arc::new(FixedInterfaces::default()),
-        );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let agent = tokio::spawn(
-            Loop {
-                host,
-                config: gpu_config.clone(),
-                instance_type: Some("p5.48xlarge".into()),
-                node_name: name.clone(),
-                status: None,
-                state: Arc::new(Mutex::new(HealthState::default())),
-                liveness: Arc::new(Liveness::default()),
-            }
-            .run(async {
-                let _ = stopped.await;
-            }),
-        );
-        let mut delivered_at = None;
-        wait(
-            Duration::from_secs(10),
-            "the stub delivering the XID",
-            || {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                delivered_at = text
-                    .lines()
-                    .nth(delivered_before)
-                    .and_then(|l| l.split_whitespace().nth(2))
-                    .and_then(|n| n.parse::<u128>().ok());
-                delivered_at.is_some()
-            },
-        )
-        .await?;
-        let delivered_at = delivered_at.context("delivery time")?;
+        let (stop, agent) = start_agent(root.path(), &gpu_config, name);
+        let delivered_at = delivered_after(&log, delivered_before).await?;
         let mut received = None;
         wait(
             Duration::from_secs(10),
