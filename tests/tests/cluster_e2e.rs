@@ -274,9 +274,36 @@ fn workers_first() {
     let shown: Value = serde_json::from_str(&shown).expect("JSON");
     assert_eq!(shown["token"], bed.read_secret().unwrap().unwrap()["token"]);
 
+    // A worker reports a GPU that needs a reboot (as its node agent
+    // would): the controller's agent remediates it (taint and cordon).
+    let sick = bed.workers()[0].hostname();
+    let mut node = bed.api().get_json("nodes", "", &sick).expect("worker Node");
+    harness::kube_api::fixtures::set_condition(
+        &mut node,
+        "GPUHealthy",
+        false,
+        "GPUNeedsReboot",
+        "GPU 0 (GPU-e2e): xid-79: XID 79",
+    );
+    bed.api().apply_json(node).expect("set the GPU condition");
+
     // The agent starts on the controller with the published ticket.
     let mut agent = controller.spawn(&["hpk8s", "agent"]).expect("agent");
-    std::thread::sleep(Duration::from_secs(3));
+    let started = std::time::Instant::now();
+    let tainted = loop {
+        let n = bed.api().get_json("nodes", "", &sick).expect("worker Node");
+        let has_taint = n["spec"]["taints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["key"] == "hpk8s.io/gpu-unhealthy");
+        if (has_taint && n["spec"]["unschedulable"] == true)
+            || started.elapsed() > Duration::from_secs(30)
+        {
+            break has_taint;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(
         agent.try_wait().expect("agent state").is_none(),
         "the agent stopped: {}",
@@ -285,9 +312,14 @@ fn workers_first() {
     agent.kill();
     let journal = controller.journal_tag("hpk8s");
     assert!(
+        tainted,
+        "the controller's agent did not remediate {sick}:\n{journal}"
+    );
+    assert!(
         journal.contains("bootstrap token rotation started"),
         "{journal}"
     );
+    assert!(journal.contains("remediation watching Nodes"), "{journal}");
 }
 
 #[test]
