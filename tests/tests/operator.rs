@@ -830,3 +830,81 @@ async fn a_static_topology_is_the_inventory_elsewhere() {
     .unwrap_err();
     assert_eq!(e.kind(), "instance_inventory_missing");
 }
+
+#[tokio::test]
+async fn status_watch_refreshes_on_a_node_change_and_bad_names_are_one_line_errors() {
+    if moto_or_skip() {
+        return;
+    }
+    let sim = SimCluster::start(&Scenario::parse(REPLACE).unwrap())
+        .await
+        .unwrap();
+    // Unknown node, unknown cluster: one line each, the right class.
+    let (code, _, err) = hpk8s(&sim, &["replace-instance", "ip-10-9-9-9"]).await;
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("error[node_not_found]") && err.contains("ip-10-9-9-9"),
+        "{err}"
+    );
+    let (code, _, err) = hpk8s(
+        &sim,
+        &[
+            "status",
+            "--cluster",
+            "arn:aws:sagemaker:us-west-2:111122223333:cluster/nosuch0000",
+        ],
+    )
+    .await;
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("error[sagemaker_cluster_not_found]") && err.contains("nosuch0000"),
+        "{err}"
+    );
+
+    // --watch: a document now, another after a Node changes.
+    let env = sim.env();
+    #[allow(clippy::disallowed_methods)] // the test launches the real binary
+    let mut child = std::process::Command::new(harness::hpk8s_bin())
+        .args(["status", "--watch", "--output", "json"])
+        .envs(env)
+        .env("HPK8S_ROOT", "/nonexistent-root")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first: Value = serde_json::from_str(
+        &tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["summary"]["not_ready"], 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sim.api
+        .set_ready(&sim.node("workers", 0).unwrap().name, false)
+        .unwrap();
+    let second: Value = serde_json::from_str(
+        &tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(second["summary"]["not_ready"], 1, "{}", second["summary"]);
+}
