@@ -42,6 +42,8 @@ use crate::values::time::{rfc3339, timestamp};
 pub const COMPONENT: &str = "hpk8s-remediation";
 /// How often a pass runs without a Node change (recovery periods, drains).
 pub const PASS_EVERY: Duration = Duration::from_secs(5);
+/// The longest gap kept between two passes woken by Node changes.
+const MIN_GAP: Duration = Duration::from_millis(200);
 /// How long a failed drain start waits before it is tried again.
 const DRAIN_RETRY: Duration = Duration::from_secs(30);
 /// How long a restart request is remembered in the process.
@@ -131,7 +133,10 @@ pub async fn run(setup: Setup<'_>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(l.s.pass_every.max(Duration::from_millis(50)));
     let mut seeded = false;
+    let mut last_pass = Instant::now();
+    let mut pass_took = Duration::ZERO;
     loop {
+        let mut ticked = !seeded;
         tokio::select! {
             () = &mut shutdown => break,
             ev = events.next() => {
@@ -140,11 +145,18 @@ pub async fn run(setup: Setup<'_>, shutdown: impl Future<Output = ()>) {
                     None => break,
                     Some(Ok(_)) => {}
                 }
-                // Take whatever else is queued before a pass.
+                // A big, busy cluster changes Nodes many times a second:
+                // passes at most a fifth of the time (a gap of four times
+                // the last pass, at most MIN_GAP), taking whatever came
+                // meanwhile. A small cluster's pass takes a millisecond.
+                let gap = (pass_took * 4).min(MIN_GAP);
+                if let Some(wait) = gap.checked_sub(last_pass.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
                 while let Some(Some(_)) = events.next().now_or_never_ready() {}
             }
             Some((node, result)) = done_rx.recv() => l.drained(&node, result).await,
-            _ = tick.tick() => {}
+            _ = tick.tick() => ticked = true,
         }
         if store.wait_until_ready().now_or_never_ready().is_none() {
             continue;
@@ -154,7 +166,10 @@ pub async fn run(setup: Setup<'_>, shutdown: impl Future<Output = ()>) {
             l.seed(&nodes);
             seeded = true;
         }
-        l.pass(nodes).await;
+        let started = Instant::now();
+        l.pass(nodes, ticked).await;
+        last_pass = Instant::now();
+        pass_took = last_pass - started;
     }
 }
 
@@ -219,7 +234,9 @@ impl Loop<'_> {
         }
     }
 
-    async fn pass(&mut self, nodes: Vec<Node>) {
+    /// One pass over every Node; `reload` also re-reads the breaker's
+    /// ConfigMap (a resume from the CLI or the annotation).
+    async fn pass(&mut self, nodes: Vec<Node>, reload: bool) {
         let now = SystemTime::now();
         let cfg = self.s.config.clone();
         let nodes: Vec<Node> = nodes.into_iter().map(|n| self.current(n)).collect();
@@ -237,7 +254,7 @@ impl Loop<'_> {
             .into_iter()
             .map(|n| (NodeReport::of(&n), ownership::record(&n), n))
             .collect();
-        self.update_breaker(&rows, now).await;
+        self.update_breaker(&rows, now, reload).await;
         // Oldest trouble first; then by name, for a stable order.
         rows.sort_by(|a, b| {
             let key = |r: &NodeReport| (r.trouble == Trouble::Healthy, r.began, r.name.clone());
@@ -412,9 +429,10 @@ impl Loop<'_> {
         &mut self,
         rows: &[(NodeReport, Option<Record>, Node)],
         now: SystemTime,
+        reload: bool,
     ) {
         let cfg = &self.s.config;
-        if let Ok(b) = breaker::load(&self.s.client).await {
+        if reload && let Ok(b) = breaker::load(&self.s.client).await {
             self.breaker = b;
         }
         if self.breaker.resume_requested {
