@@ -1,6 +1,6 @@
 //! `sim_cluster SCENARIO.yaml`: a simulated HyperPod cluster (the test API
 //! server and moto with hpk8s's extension) loaded from a scenario, until
-//! Ctrl-C. Prints the environment that points `hpk8s` at it:
+//! Ctrl-C or SIGTERM. Prints the environment that points `hpk8s` at it:
 //!
 //! ```sh
 //! cargo run -p hpk8s-tests --bin sim_cluster -- tests/scenarios/small.yaml
@@ -38,8 +38,14 @@ fn main() -> anyhow::Result<()> {
         }
         println!("# or: source {}", env.display());
         println!("# then e.g.: hpk8s status; hpk8s delete-orphan-nodes --dry-run");
-        tokio::signal::ctrl_c().await?;
+        // Ctrl-C or a plain kill: either way moto goes with us (its Drop).
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
         println!("stopping");
+        drop(sim);
         anyhow::Ok(())
     })
 }
