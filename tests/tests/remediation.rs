@@ -1124,3 +1124,66 @@ async fn the_controller_replaces_through_the_api_after_making_sure_of_the_ticket
     let _ = tx.send(());
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_self_managed_node_reboots_itself_once_when_asked() {
+    let api = TestApiServer::start().await.unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    api.register_node(&worker("r1", "workers", 1)).unwrap();
+    api.set_ready("r1", true).unwrap();
+    // The node's host: booted at 1000 s after the epoch, its kubelet
+    // credential, systemctl recorded.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("proc")).unwrap();
+    std::fs::write(root.path().join("proc/stat"), "cpu 1 2 3\nbtime 1000\n").unwrap();
+    std::fs::create_dir_all(root.path().join("etc/kubernetes")).unwrap();
+    std::fs::copy(
+        api.node_kubeconfig("r1").unwrap(),
+        root.path().join("etc/kubernetes/kubelet.conf"),
+    )
+    .unwrap();
+    let runner = Arc::new(ScriptedRunner::new());
+    runner.on(&["systemctl"], CmdOutput::ok(""));
+    let host = Host::new(
+        root.path(),
+        runner.clone(),
+        Arc::new(FixedInterfaces(vec!["10.1.0.11".parse().unwrap()])),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(lifecycle::agent::reboot_request::run(
+        host,
+        "r1".into(),
+        Duration::from_millis(100),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    // A request predating this boot, or on an uncordoned node: ignored.
+    let annotate = |at: &str, cordon: bool| {
+        let mut n = node(&api, "r1");
+        n["metadata"]["annotations"][ownership::REBOOT_REQUESTED] = json!(at);
+        n["spec"]["unschedulable"] = json!(cordon);
+        api.apply_json(n).unwrap();
+    };
+    annotate("1970-01-01T00:10:00Z", true);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    annotate("2026-01-01T00:00:00Z", false);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(runner.calls().is_empty(), "{:?}", runner.calls());
+    // The controller's request on the drained, cordoned node: one reboot.
+    annotate("2026-01-01T00:00:00Z", true);
+    wait_for("the reboot", Duration::from_secs(5), || {
+        !runner.calls().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        runner.calls(),
+        vec!["systemctl reboot --no-block".to_string()]
+    );
+    assert!(
+        agent.is_finished(),
+        "it stops watching once it asked systemd"
+    );
+    let _ = stop.send(());
+}

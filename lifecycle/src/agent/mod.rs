@@ -142,6 +142,7 @@ async fn node_loops(cx: &Context<'_>, shutdown: impl Future<Output = ()> + Clone
             reboot_request::run(
                 cx.host.clone(),
                 cx.identity.node_name.clone(),
+                reboot_request::CHECK_EVERY,
                 shutdown.clone(),
             )
             .await;

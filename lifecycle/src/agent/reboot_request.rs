@@ -48,8 +48,9 @@ pub fn requested(node: &Node, booted: SystemTime) -> bool {
     cordoned && at.is_some_and(|t| t > booted)
 }
 
-/// Watches for a reboot request until `shutdown` resolves or it reboots.
-pub async fn run(host: Host, node: String, shutdown: impl Future<Output = ()>) {
+/// Looks for a reboot request every `every` ([`CHECK_EVERY`] in the
+/// agent) until `shutdown` resolves or it reboots.
+pub async fn run(host: Host, node: String, every: Duration, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let Some(booted) = boot_time(&host) else {
         tracing::warn!(
@@ -61,7 +62,7 @@ pub async fn run(host: Host, node: String, shutdown: impl Future<Output = ()>) {
     loop {
         tokio::select! {
             () = &mut shutdown => return,
-            () = tokio::time::sleep(CHECK_EVERY) => {}
+            () = tokio::time::sleep(every) => {}
         }
         if client.is_none() {
             client = kube_client::client_with(&host, Credential::Node, Retries::Caller)
