@@ -196,6 +196,20 @@ impl Restart {
     }
 }
 
+/// `InstanceStatus` as the service wrote it (`Unknown` when absent) and
+/// its message, if not empty.
+fn status_and_message(
+    st: Option<&aws_sdk_sagemaker::types::ClusterInstanceStatusDetails>,
+) -> (String, Option<String>) {
+    (
+        st.and_then(|st| st.status())
+            .map_or_else(|| "Unknown".to_string(), |st| st.as_str().to_string()),
+        st.and_then(|st| st.message())
+            .filter(|m| !m.is_empty())
+            .map(str::to_string),
+    )
+}
+
 /// (accepted ids, refused ids with their codes) of a batch reboot or
 /// replace answer (two SDK types with the same shape).
 macro_rules! restart_answer {
@@ -414,6 +428,7 @@ impl SageMaker {
             calls += 1;
             for s in page.cluster_node_summaries() {
                 let Some(id) = s.instance_id() else { continue };
+                let (status, message) = status_and_message(s.instance_status());
                 nodes.push(ClusterNode {
                     instance_id: id.to_string(),
                     group: s.instance_group_name().unwrap_or_default().to_string(),
@@ -421,15 +436,8 @@ impl SageMaker {
                         .instance_type()
                         .map(|t| t.as_str().to_string())
                         .unwrap_or_default(),
-                    status: s
-                        .instance_status()
-                        .and_then(|st| st.status())
-                        .map_or_else(|| "Unknown".to_string(), |st| st.as_str().to_string()),
-                    message: s
-                        .instance_status()
-                        .and_then(|st| st.message())
-                        .filter(|m| !m.is_empty())
-                        .map(str::to_string),
+                    status,
+                    message,
                     launch_time: s.launch_time().and_then(|t| SystemTime::try_from(*t).ok()),
                     private_dns_hostname: s.private_dns_hostname().map(str::to_string),
                     private_ip: None,
@@ -447,20 +455,12 @@ impl SageMaker {
             .iter_mut()
             .filter(|n| n.private_dns_hostname.is_none())
         {
-            let id = n.instance_id.clone();
-            let details = self
-                .call("DescribeClusterNode", || {
-                    self.client
-                        .describe_cluster_node()
-                        .cluster_name(&self.cluster)
-                        .node_id(&id)
-                        .send()
-                })
-                .await?;
+            let details = self.describe_node(&n.instance_id).await?;
             calls += 1;
-            if let Some(d) = details.node_details() {
-                n.private_dns_hostname = d.private_dns_hostname().map(str::to_string);
-                n.private_ip = d.private_primary_ip().map(str::to_string);
+            // Gone since the listing: the summary is what there is.
+            if let Some(d) = details {
+                n.private_dns_hostname = d.private_dns_hostname;
+                n.private_ip = d.private_ip;
             }
         }
         Ok((nodes, calls))
@@ -483,25 +483,21 @@ impl SageMaker {
             Err(SageMakerError::ClusterNotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(details.node_details().map(|d| ClusterNode {
-            instance_id: d.instance_id().unwrap_or(id).to_string(),
-            group: d.instance_group_name().unwrap_or_default().to_string(),
-            instance_type: d
-                .instance_type()
-                .map(|t| t.as_str().to_string())
-                .unwrap_or_default(),
-            status: d
-                .instance_status()
-                .and_then(|st| st.status())
-                .map_or_else(|| "Unknown".to_string(), |st| st.as_str().to_string()),
-            message: d
-                .instance_status()
-                .and_then(|st| st.message())
-                .filter(|m| !m.is_empty())
-                .map(str::to_string),
-            launch_time: d.launch_time().and_then(|t| SystemTime::try_from(*t).ok()),
-            private_dns_hostname: d.private_dns_hostname().map(str::to_string),
-            private_ip: d.private_primary_ip().map(str::to_string),
+        Ok(details.node_details().map(|d| {
+            let (status, message) = status_and_message(d.instance_status());
+            ClusterNode {
+                instance_id: d.instance_id().unwrap_or(id).to_string(),
+                group: d.instance_group_name().unwrap_or_default().to_string(),
+                instance_type: d
+                    .instance_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                status,
+                message,
+                launch_time: d.launch_time().and_then(|t| SystemTime::try_from(*t).ok()),
+                private_dns_hostname: d.private_dns_hostname().map(str::to_string),
+                private_ip: d.private_primary_ip().map(str::to_string),
+            }
         }))
     }
 

@@ -15,8 +15,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::StreamExt as _;
 use futures::future::BoxFuture;
+use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
@@ -97,7 +97,7 @@ struct Loop<'a> {
     /// Nodes patched in this process whose change the watch has not shown
     /// yet: the patched Node (its resourceVersion is what the watch must
     /// reach).
-    overlay: HashMap<String, Node>,
+    overlay: HashMap<String, Arc<Node>>,
     loud_at: Option<Instant>,
     done_tx: tokio::sync::mpsc::UnboundedSender<(String, Result<Report, DrainError>)>,
     slots: Arc<tokio::sync::Semaphore>,
@@ -153,15 +153,16 @@ pub async fn run(setup: Setup<'_>, shutdown: impl Future<Output = ()>) {
                 if let Some(wait) = gap.checked_sub(last_pass.elapsed()) {
                     tokio::time::sleep(wait).await;
                 }
-                while let Some(Some(_)) = events.next().now_or_never_ready() {}
+                while let Some(Some(_)) = events.next().now_or_never() {}
             }
             Some((node, result)) = done_rx.recv() => l.drained(&node, result).await,
             _ = tick.tick() => ticked = true,
         }
-        if store.wait_until_ready().now_or_never_ready().is_none() {
+        if store.wait_until_ready().now_or_never().is_none() {
             continue;
         }
-        let nodes: Vec<Node> = store.state().iter().map(|n| (**n).clone()).collect();
+        // The store's own Arcs: a pass clones no Node.
+        let nodes = store.state();
         if !seeded {
             l.seed(&nodes);
             seeded = true;
@@ -172,13 +173,6 @@ pub async fn run(setup: Setup<'_>, shutdown: impl Future<Output = ()>) {
         pass_took = last_pass - started;
     }
 }
-
-trait NowOrNever: Future + Sized {
-    fn now_or_never_ready(self) -> Option<Self::Output> {
-        futures::FutureExt::now_or_never(self)
-    }
-}
-impl<F: Future> NowOrNever for F {}
 
 fn protected_groups_note(groups: &[String]) -> String {
     if groups.is_empty() {
@@ -191,7 +185,7 @@ fn protected_groups_note(groups: &[String]) -> String {
 impl Loop<'_> {
     /// Holds recorded on the Nodes count towards the hourly limit after a
     /// restart of the controller.
-    fn seed(&mut self, nodes: &[Node]) {
+    fn seed(&mut self, nodes: &[Arc<Node>]) {
         let hour_ago = SystemTime::now() - Duration::from_secs(3600);
         for n in nodes {
             if let Some(r) = ownership::record(n)
@@ -215,13 +209,13 @@ impl Loop<'_> {
     /// server hpk8s talks to issues etcd revisions (integers that only
     /// grow); were one not a number, the watch's copy wins as soon as it
     /// differs from the patched one.
-    fn current(&mut self, node: Node) -> Node {
+    fn current(&mut self, node: Arc<Node>) -> Arc<Node> {
         let name = node.metadata.name.clone().unwrap_or_default();
         let Some(patched) = self.overlay.get(&name) else {
             return node;
         };
         let rv = |n: &Node| n.metadata.resource_version.clone().unwrap_or_default();
-        let (seen, ours) = (rv(&node), rv(patched));
+        let (seen, ours) = (rv(&node), rv(patched.as_ref()));
         let caught_up = match (seen.parse::<u64>(), ours.parse::<u64>()) {
             (Ok(a), Ok(b)) => a >= b,
             _ => seen == ours,
@@ -230,16 +224,16 @@ impl Loop<'_> {
             self.overlay.remove(&name);
             node
         } else {
-            patched.clone()
+            Arc::clone(patched)
         }
     }
 
     /// One pass over every Node; `reload` also re-reads the breaker's
     /// ConfigMap (a resume from the CLI or the annotation).
-    async fn pass(&mut self, nodes: Vec<Node>, reload: bool) {
+    async fn pass(&mut self, nodes: Vec<Arc<Node>>, reload: bool) {
         let now = SystemTime::now();
         let cfg = self.s.config.clone();
-        let nodes: Vec<Node> = nodes.into_iter().map(|n| self.current(n)).collect();
+        let nodes: Vec<Arc<Node>> = nodes.into_iter().map(|n| self.current(n)).collect();
         let names: HashSet<String> = nodes
             .iter()
             .filter_map(|n| n.metadata.name.clone())
@@ -250,7 +244,7 @@ impl Loop<'_> {
         while self.holds.front().is_some_and(|t| *t < hour_ago) {
             self.holds.pop_front();
         }
-        let mut rows: Vec<(NodeReport, Option<Record>, Node)> = nodes
+        let mut rows: Vec<(NodeReport, Option<Record>, Arc<Node>)> = nodes
             .into_iter()
             .map(|n| (NodeReport::of(&n), ownership::record(&n), n))
             .collect();
@@ -279,7 +273,7 @@ impl Loop<'_> {
                     .is_some_and(|r| r.action == ClassAction::PreferAvoid)
             })
             .count();
-        let mut restarts: Vec<(Restart, Target, Node, Record)> = Vec::new();
+        let mut restarts: Vec<(Restart, Target, Record)> = Vec::new();
         let mut deferred: HashMap<&'static str, usize> = HashMap::new();
         for (report, record, node) in rows {
             let gate_only = record.is_none()
@@ -390,7 +384,7 @@ impl Loop<'_> {
                             node: report.name.clone(),
                             instance_id: report.instance_id.clone(),
                         };
-                        restarts.push((kind, target, node, r));
+                        restarts.push((kind, target, r));
                     }
                 }
                 Decision::Release => self.release(&node, &report).await,
@@ -427,7 +421,7 @@ impl Loop<'_> {
 
     async fn update_breaker(
         &mut self,
-        rows: &[(NodeReport, Option<Record>, Node)],
+        rows: &[(NodeReport, Option<Record>, Arc<Node>)],
         now: SystemTime,
         reload: bool,
     ) {
@@ -674,9 +668,9 @@ impl Loop<'_> {
         }
     }
 
-    async fn restart(&mut self, batch: Vec<(Restart, Target, Node, Record)>, now: SystemTime) {
+    async fn restart(&mut self, batch: Vec<(Restart, Target, Record)>, now: SystemTime) {
         for kind in [Restart::Reboot, Restart::Replace] {
-            let items: Vec<&(Restart, Target, Node, Record)> =
+            let items: Vec<&(Restart, Target, Record)> =
                 batch.iter().filter(|b| b.0 == kind).collect();
             if items.is_empty() {
                 continue;
@@ -685,7 +679,7 @@ impl Loop<'_> {
                 && let Some(check) = &self.s.ticket_check
                 && let Err(why) = check().await
             {
-                for (_, t, _, _) in &items {
+                for (_, t, _) in &items {
                     self.once(
                         &t.node,
                         "ReplaceWaitsForTicket",
@@ -756,7 +750,7 @@ impl Loop<'_> {
                         let failures = items
                             .iter()
                             .find(|b| b.1 == target)
-                            .map_or(1, |b| b.3.failures + 1);
+                            .map_or(1, |b| b.2.failures + 1);
                         self.record_outcome(
                             &name,
                             |r| r.failures = failures,
@@ -864,7 +858,7 @@ impl Loop<'_> {
         .await
         {
             Ok(patched) => {
-                self.overlay.insert(name, patched);
+                self.overlay.insert(name, Arc::new(patched));
                 true
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {

@@ -114,7 +114,7 @@ pub async fn request(
                         action = kind.action(),
                         "the SageMaker API is not available for this cluster: using Slurm"
                     );
-                    return slurm(host, kind, targets);
+                    return slurm(host, kind, targets).await;
                 }
                 let mut out = api_outcomes(&with_ids, &outcome, error.as_ref());
                 out.extend(without.into_iter().map(|t| {
@@ -142,7 +142,7 @@ pub async fn request(
                     })
                     .collect()
             } else {
-                slurm(host, kind, targets)
+                slurm(host, kind, targets).await
             }
         }
     }
@@ -186,28 +186,37 @@ fn api_outcomes(
         .collect()
 }
 
-fn slurm(host: &Host, kind: Restart, targets: &[Target]) -> Vec<(Target, Outcome)> {
+/// One `scontrol` per target, on a blocking thread (a command must not
+/// stall the runtime that also runs the drains and the watch).
+async fn slurm(host: &Host, kind: Restart, targets: &[Target]) -> Vec<(Target, Outcome)> {
     let reason = match kind {
         Restart::Reboot => "Action:Reboot",
         Restart::Replace => "Action:Replace",
     };
-    targets
-        .iter()
-        .map(|t| {
-            let cmd = Cmd::new("scontrol").args([
-                "update".to_string(),
-                format!("node={}", t.slurm_name()),
-                "state=fail".to_string(),
-                format!("reason={reason}"),
-            ]);
-            let o = match host.run(&cmd) {
-                Ok(_) => Outcome::Requested { via: "slurm" },
-                Err(e) => Outcome::Failed {
-                    code: "scontrol_failed".into(),
-                    message: e.to_string(),
-                },
-            };
-            (t.clone(), o)
-        })
-        .collect()
+    let host = host.clone();
+    let targets = targets.to_vec();
+    let run = move || {
+        targets
+            .into_iter()
+            .map(|t| {
+                let cmd = Cmd::new("scontrol").args([
+                    "update".to_string(),
+                    format!("node={}", t.slurm_name()),
+                    "state=fail".to_string(),
+                    format!("reason={reason}"),
+                ]);
+                let o = match host.run(&cmd) {
+                    Ok(_) => Outcome::Requested { via: "slurm" },
+                    Err(e) => Outcome::Failed {
+                        code: "scontrol_failed".into(),
+                        message: e.to_string(),
+                    },
+                };
+                (t, o)
+            })
+            .collect()
+    };
+    tokio::task::spawn_blocking(run)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }

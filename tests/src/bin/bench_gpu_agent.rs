@@ -174,32 +174,7 @@ async fn latency(rounds: usize) -> anyhow::Result<serde_json::Value> {
     let client = kube::Client::try_from(config)?;
     let nodes: kube::Api<Node> = kube::Api::all(client);
     // What the watch saw: (received at, GPUHealthy status).
-    let seen: Arc<Mutex<Vec<(SystemTime, String)>>> = Arc::default();
-    let watch = {
-        let seen = seen.clone();
-        let nodes = nodes.clone();
-        tokio::spawn(async move {
-            use kube::runtime::WatchStreamExt as _;
-            // With backoff: a watcher without it spins on errors.
-            let stream = kube::runtime::watcher(nodes, kube::runtime::watcher::Config::default())
-                .default_backoff();
-            futures::pin_mut!(stream);
-            while let Some(event) = stream.next().await {
-                if let Ok(
-                    kube::runtime::watcher::Event::Apply(node)
-                    | kube::runtime::watcher::Event::InitApply(node),
-                ) = event
-                    && let Some(status) = gpu_status(&node)
-                {
-                    let mut s = seen
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    s.push((SystemTime::now(), status));
-                }
-            }
-        })
-    };
-
+    let (seen, watch) = watch_nodes(&nodes, gpu_status);
     let result = rounds_of_latency(rounds, root.path(), &log, &nodes, &seen).await;
     watch.abort();
     result
@@ -454,6 +429,41 @@ metrics_address = "127.0.0.1:0"
     }))
 }
 
+/// What a watch on the Nodes sees, as `what(node)` (when `Some`) with the
+/// time it arrived, until the task is aborted.
+#[allow(clippy::type_complexity)] // a shared log and its task
+fn watch_nodes<T: Send + 'static>(
+    nodes: &kube::Api<Node>,
+    what: impl Fn(&Node) -> Option<T> + Send + 'static,
+) -> (
+    Arc<Mutex<Vec<(SystemTime, T)>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let seen: Arc<Mutex<Vec<(SystemTime, T)>>> = Arc::default();
+    let log = seen.clone();
+    let nodes = nodes.clone();
+    let task = tokio::spawn(async move {
+        use kube::runtime::WatchStreamExt as _;
+        // With backoff: a watcher without it spins on errors.
+        let stream = kube::runtime::watcher(nodes, kube::runtime::watcher::Config::default())
+            .default_backoff();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            if let Ok(
+                kube::runtime::watcher::Event::Apply(node)
+                | kube::runtime::watcher::Event::InitApply(node),
+            ) = event
+                && let Some(v) = what(&node)
+            {
+                log.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push((SystemTime::now(), v));
+            }
+        }
+    });
+    (seen, task)
+}
+
 /// Starts the node agent's GPU loop for `node` (its kubelet credential
 /// under `root`): the stop switch and the task.
 fn start_agent(
@@ -576,30 +586,13 @@ async fn remediation(rounds: usize, node_count: usize) -> anyhow::Result<serde_j
         },
     ));
 
-    // What the watch saw: (received at, node, tainted).
-    let seen: Arc<Mutex<Vec<(SystemTime, String, bool)>>> = Arc::default();
-    let watch = {
-        let seen = seen.clone();
-        let nodes = nodes.clone();
-        tokio::spawn(async move {
-            use kube::runtime::WatchStreamExt as _;
-            let stream = kube::runtime::watcher(nodes, kube::runtime::watcher::Config::default())
-                .default_backoff();
-            futures::pin_mut!(stream);
-            while let Some(event) = stream.next().await {
-                if let Ok(
-                    kube::runtime::watcher::Event::Apply(node)
-                    | kube::runtime::watcher::Event::InitApply(node),
-                ) = event
-                {
-                    let name = node.metadata.name.clone().unwrap_or_default();
-                    seen.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push((SystemTime::now(), name, gpu_taint(&node)));
-                }
-            }
-        })
-    };
+    // What the watch saw: (received at, (node, tainted)).
+    let (seen, watch) = watch_nodes(&nodes, |node| {
+        Some((
+            node.metadata.name.clone().unwrap_or_default(),
+            gpu_taint(node),
+        ))
+    });
     let gpu_config = GpuHealthConfig {
         library_path: Some(stub_path()),
         ..GpuHealthConfig::default()
@@ -628,8 +621,8 @@ async fn remediation(rounds: usize, node_count: usize) -> anyhow::Result<serde_j
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             s.iter()
                 .rev()
-                .find(|(_, n, _)| n == name)
-                .is_some_and(|(at, _, tainted)| *at >= reset_at && !tainted)
+                .find(|(_, (n, _))| n == name)
+                .is_some_and(|(at, (_, tainted))| *at >= reset_at && !tainted)
         })
         .await?;
         let _ = std::fs::remove_file(root.path().join("var/lib/hpk8s/gpu-history.json"));
@@ -650,8 +643,8 @@ async fn remediation(rounds: usize, node_count: usize) -> anyhow::Result<serde_j
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 received = s
                     .iter()
-                    .find(|(at, n, tainted)| n == name && *tainted && nanos(*at) >= delivered_at)
-                    .map(|(at, _, _)| nanos(*at));
+                    .find(|(at, (n, tainted))| n == name && *tainted && nanos(*at) >= delivered_at)
+                    .map(|(at, _)| nanos(*at));
                 received.is_some()
             },
         )
